@@ -1,0 +1,3 @@
+from wordcanvas.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,3 @@
+from wordcanvas.text.base import TextEmbedding, TextEncoder
+
+__all__ = ["TextEmbedding", "TextEncoder"]
