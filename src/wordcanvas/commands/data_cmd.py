@@ -1,4 +1,56 @@
-"""CLI verbs (see commands/__init__.py)."""
+"""`wordcanvas data <sub-command>`: look at and prepare datasets.
+
+Sub-commands live in DATA_COMMANDS (name -> (add_arguments, run, help)), like the verbs.
+"""
 from __future__ import annotations
 
-VERBS: dict = {}
+import argparse
+
+
+def _add_preview(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="fashion-mnist, captioned-mnist, toy-faces, celeba:PATH or a caption folder")
+    p.add_argument("--split", default="train", help="dataset split (default: train)")
+    p.add_argument("--n", type=int, default=32, help="number of samples (default: 32)")
+    p.add_argument("--cols", type=int, default=8, help="samples per row (default: 8)")
+    p.add_argument("--res", type=int, default=None, help="resolution (default: the dataset's own)")
+    p.add_argument("--seed", type=int, default=0, help="which samples and captions (default: 0)")
+    p.add_argument("--out", required=True, help="PNG file to write")
+
+
+def _run_preview(args: argparse.Namespace) -> int:
+    import io
+
+    from wordcanvas.data import load_dataset
+    from wordcanvas.data.preview import preview_grid
+    from wordcanvas.utils.io import atomic_write_bytes
+
+    if args.n < 1:
+        raise ValueError("--n must be at least 1")
+    dataset = load_dataset(args.name, split=args.split, resolution=args.res, seed=args.seed)
+    title = f"{args.name} [{args.split}] {len(dataset)} samples at {dataset.resolution}px"
+    grid = preview_grid(dataset, n=args.n, cols=args.cols, seed=args.seed, title=title)
+    buffer = io.BytesIO()
+    grid.save(buffer, format="PNG")
+    atomic_write_bytes(args.out, buffer.getvalue())
+    print(f"wrote {args.out} ({min(args.n, len(dataset))} samples of {len(dataset)})")
+    return 0
+
+
+DATA_COMMANDS: dict = {
+    "preview": (_add_preview, _run_preview, "write a PNG grid of samples with their captions"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="data_command", required=True, metavar="{" + ",".join(DATA_COMMANDS) + "}")
+    for name, (add, run, help_text) in DATA_COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add(p)
+        p.set_defaults(_data_run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return args._data_run(args)
+
+
+VERBS: dict = {"data": (add_arguments, run, "dataset tools: preview (a captioned sample grid)")}
