@@ -1,0 +1,222 @@
+"""Upscale images with a super-resolution network (or bicubic): tiled, colour-safe, alpha- and grey-aware.
+
+Tiling crops the centre of overlapping tiles: each tile is run with `overlap` pixels of real
+context on every side and only its core is kept, so the seams vanish once the overlap covers
+the network's effective receptive field (the output then equals the untiled one).
+"""
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import nn
+
+from wordcanvas.assets import AssetMissing
+
+DEFAULT_MAX_PIXELS = 4096 * 4096  # input pixels; a x4 result of this size is already 268 megapixels
+METHODS = ("fast", "quality", "quality-gan", "realesrgan", "bicubic")
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"  # shipped trained weights: sr-<name>-x<scale>/
+
+
+class ImageLoadError(ValueError):
+    """A file that is not a readable image, or one refused by the pixel limit; the message says which."""
+
+
+# --------------------------------------------------------------------------- loading
+
+def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open and fully decode an image, refusing corrupt files and images above `max_pixels`.
+
+    The size is checked from the header before any pixel is decoded, so a decompression bomb
+    (a tiny file announcing a gigantic image) costs nothing. EXIF rotation is applied.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageLoadError(f"{path}: no such file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit below decides
+            img = Image.open(path)
+            w, h = img.size
+            if w * h > max_pixels:
+                raise ImageLoadError(f"{path}: {w}x{h} = {w * h:,} pixels is above the limit of {max_pixels:,} "
+                                     f"(raise it with max_pixels / --max-pixels if you trust the file)")
+            if w == 0 or h == 0:
+                raise ImageLoadError(f"{path}: image has zero size")
+            img.load()
+            return ImageOps.exif_transpose(img)
+    except ImageLoadError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise ImageLoadError(f"{path}: refused as a decompression bomb ({e})") from None
+    except UnidentifiedImageError:
+        raise ImageLoadError(f"{path}: not an image file (format not recognised)") from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:  # PIL's ways of saying "corrupt"
+        raise ImageLoadError(f"{path}: corrupt or truncated image ({type(e).__name__}: {e})") from None
+
+
+def _pil_to_array(img: Image.Image) -> np.ndarray:
+    """Any PIL image -> HWC uint8 with 1 (L), 2 (LA), 3 (RGB) or 4 (RGBA) channels."""
+    if img.mode in ("I;16", "I;16L", "I;16B", "I", "F"):  # deep grey: scale to 8 bits instead of clipping
+        a = np.asarray(img).astype(np.float64)
+        top = 65535.0 if a.max() > 255 else 255.0
+        return np.clip(a / top * 255 + 0.5, 0, 255).astype(np.uint8)[..., None]
+    if img.mode not in ("L", "LA", "RGB", "RGBA"):
+        has_alpha = img.mode in ("PA", "La", "RGBa") or "transparency" in img.info
+        grey = img.mode in ("1", "La")
+        img = img.convert(("LA" if has_alpha else "L") if grey else ("RGBA" if has_alpha else "RGB"))
+    a = np.asarray(img)
+    return a[..., None] if a.ndim == 2 else a
+
+
+# --------------------------------------------------------------------------- tiling
+
+def _spans(size: int, tile: int) -> list[tuple[int, int]]:
+    """Split [0, size) into equal-ish cores no longer than `tile` (no thin leftover strip)."""
+    n = max(1, math.ceil(size / tile))
+    step = math.ceil(size / n)
+    return [(i, min(i + step, size)) for i in range(0, size, step)]
+
+
+def tiled_apply(fn, x: torch.Tensor, scale: int, tile: int, overlap: int, progress: bool = False) -> torch.Tensor:
+    """Run `fn` (NCHW -> NCHW upscaled by `scale`) tile by tile and stitch the tile centres.
+
+    `tile` is the core size in input pixels (<= 0: no tiling); each tile gets `overlap` pixels of
+    context per side, which is cut away from the result.
+    """
+    n, c, h, w = x.shape
+    if tile <= 0 or (h <= tile and w <= tile):
+        return fn(x)
+    boxes = [(y0, y1, x0, x1) for y0, y1 in _spans(h, tile) for x0, x1 in _spans(w, tile)]
+    out = None
+    from tqdm.auto import tqdm
+
+    for y0, y1, x0, x1 in tqdm(boxes, desc="tiles", unit="tile", disable=not progress, leave=False):
+        py0, py1, px0, px1 = max(y0 - overlap, 0), min(y1 + overlap, h), max(x0 - overlap, 0), min(x1 + overlap, w)
+        y = fn(x[:, :, py0:py1, px0:px1])
+        if out is None:
+            out = torch.empty(n, y.shape[1], h * scale, w * scale, dtype=y.dtype, device=x.device)
+        oy, ox = (y0 - py0) * scale, (x0 - px0) * scale
+        out[:, :, y0 * scale : y1 * scale, x0 * scale : x1 * scale] = \
+            y[:, :, oy : oy + (y1 - y0) * scale, ox : ox + (x1 - x0) * scale].to(x.device)
+    return out
+
+
+# --------------------------------------------------------------------------- the API
+
+class Upscaler:
+    """Upscale float NCHW images in [-1, 1] (or PIL images) by `scale` with a network or bicubic.
+
+    Channels: 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA). Grey is run through an RGB network
+    as three equal channels and averaged back, so grey in gives grey out; alpha is upscaled with
+    bicubic and reattached.
+    """
+
+    def __init__(self, model: nn.Module | None, scale: int = 4, *, tile: int = 256, overlap: int = 16,
+                 device: str | torch.device = "cpu", max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "",
+                 progress: bool = False):
+        self.model = model.eval().to(device) if model is not None else None
+        self.scale, self.tile, self.overlap = scale, tile, overlap
+        self.device, self.max_pixels, self.progress = torch.device(device), max_pixels, progress
+        self.name = name or ("bicubic" if model is None else type(model).__name__)
+        if model is not None:
+            net_scale = int(getattr(model, "scale"))
+            if net_scale % scale or net_scale < scale:
+                raise ValueError(f"a x{net_scale} network cannot produce a x{scale} upscale")
+        elif scale < 1:
+            raise ValueError(f"scale must be a positive integer, got {scale}")
+
+    # ---- construction
+    @classmethod
+    def from_name(cls, name: str, scale: int = 4, **kwargs) -> "Upscaler":
+        """`fast` / `quality` / `quality-gan` (trained weights), `realesrgan`, `bicubic`, or a model folder."""
+        if name == "bicubic":
+            return cls(None, scale, name="bicubic", **kwargs)
+        if name == "realesrgan":
+            from wordcanvas.sr.ncnn import load_realesrgan
+
+            if scale not in (2, 4):
+                raise ValueError(f"realesrgan upscales by 4 (or by 2: x4 then downsampled); got scale {scale}")
+            return cls(load_realesrgan("realesrgan-x4plus"), scale, name="realesrgan", **kwargs)
+        if name in ("fast", "quality", "quality-gan"):
+            if scale not in (2, 4):
+                raise ValueError(f"'{name}' exists for scale 2 and 4, got {scale}")
+            folder = WEIGHTS_DIR / f"sr-{name}-x{scale}"
+            if not (folder / "config.json").exists():
+                raise AssetMissing(
+                    f"no trained weights for the '{name}' x{scale} super-resolution network are installed "
+                    f"(expected {folder}); train it (wordcanvas train) and pass the output folder as the model, "
+                    f"or use 'realesrgan' or 'bicubic'")
+            return cls.from_pretrained(folder, scale, name=name, **kwargs)
+        if Path(name).is_dir():
+            return cls.from_pretrained(name, scale, **kwargs)
+        raise ValueError(f"unknown upscaler '{name}': choose from {', '.join(METHODS)} or give a model folder")
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike, scale: int | None = None, **kwargs) -> "Upscaler":
+        from wordcanvas.models.sr import load_sr_model
+
+        model = load_sr_model(folder)
+        kwargs.setdefault("name", Path(folder).name)
+        return cls(model, scale or model.scale, **kwargs)
+
+    # ---- tensors
+    @torch.inference_mode()
+    def upscale(self, images: torch.Tensor) -> torch.Tensor:
+        """NCHW float in [-1, 1] -> NCHW upscaled by `self.scale`, clamped to [-1, 1] (returned on CPU)."""
+        if images.ndim != 4 or images.shape[1] not in (1, 2, 3, 4):
+            raise ValueError(f"expected NCHW images with 1-4 channels, got shape {tuple(images.shape)}")
+        n, c, h, w = images.shape
+        if h * w > self.max_pixels:
+            raise ValueError(f"{w}x{h} image is above the limit of {self.max_pixels:,} pixels")
+        images = images.float().cpu()
+        n_colour = 3 if c >= 3 else 1
+        colour, alpha = images[:, :n_colour], images[:, n_colour:]
+        out = self._upscale_colour(colour)
+        if alpha.shape[1]:
+            out = torch.cat([out, self._bicubic(alpha)], 1)
+        return out
+
+    def _bicubic(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False).clamp(-1, 1)
+
+    def _upscale_colour(self, x: torch.Tensor) -> torch.Tensor:
+        if self.model is None:
+            return self._bicubic(x)
+        grey = x.shape[1] == 1
+        net_in = getattr(getattr(self.model, "config", None), "channels", 3)
+        if grey and net_in == 3:
+            x = x.expand(-1, 3, -1, -1)
+        net_scale = int(self.model.scale)
+        run = lambda t: self.model(t.to(self.device)).float().cpu()  # noqa: E731
+        y = tiled_apply(run, x, net_scale, self.tile, self.overlap, self.progress).clamp(-1, 1)
+        if net_scale != self.scale:  # e.g. Real-ESRGAN x4 asked for x2: downsample its result with antialiasing
+            y = F.interpolate(y, size=(x.shape[2] * self.scale, x.shape[3] * self.scale), mode="bicubic",
+                              antialias=True, align_corners=False).clamp(-1, 1)
+        if grey and net_in == 3:
+            y = y.mean(1, keepdim=True)
+        return y
+
+    # ---- PIL
+    def upscale_pil(self, image: Image.Image) -> Image.Image:
+        """PIL image in any mode -> upscaled PIL image in L, LA, RGB or RGBA (alpha kept)."""
+        array = _pil_to_array(image)
+        h, w = array.shape[:2]
+        if h * w > self.max_pixels:
+            raise ImageLoadError(f"{w}x{h} image is above the limit of {self.max_pixels:,} pixels")
+        from wordcanvas.utils.io import from_uint8, to_uint8
+
+        out = to_uint8(self.upscale(from_uint8(array.copy())[None]))[0]
+        return Image.fromarray(out[..., 0] if out.shape[-1] == 1 else out)
+
+    def upscale_file(self, path: str | os.PathLike) -> Image.Image:
+        return self.upscale_pil(load_image(path, self.max_pixels))
+
+    def __repr__(self) -> str:
+        return f"Upscaler({self.name!r}, scale={self.scale}, tile={self.tile}, overlap={self.overlap})"
