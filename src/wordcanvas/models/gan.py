@@ -1,0 +1,240 @@
+"""Text-conditioned GAN (one-stage, DF-GAN style) and a plain class-conditional DCGAN baseline.
+
+Generator: z -> 4x4 features -> upsampling blocks, each fused with (z, projected pooled text)
+through stacked affines; optional masked cross-attention to the token states at chosen sizes.
+Discriminator: residual downsampling to 4x4 features, then an unconditional realism head and a
+text-matching head (concatenation as in DF-GAN, or a projection inner product).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wordcanvas.models.base import PretrainedModel
+from wordcanvas.models.layers import (CrossAttention, DownBlock, TextProjection, UpBlock, channels_at,
+                                      check_resolution, lrelu)
+from wordcanvas.text.base import TextEmbedding
+
+
+@dataclass
+class GeneratorConfig:
+    resolution: int = 64                        # output size, a power of two >= 8 (32, 64, 128; 256 on GPU)
+    channels: int = 3                           # 1 grey, 3 RGB
+    text_dim: int = 384                         # the encoder's embedding size (pooled and token states)
+    z_dim: int = 100                            # noise size
+    cond_dim: int = 128                         # text projection size inside the generator
+    ngf: int = 32                               # width at full resolution; doubles per halving
+    max_channels: int = 256                     # width cap at low resolutions
+    fusion: str = "affine"                      # "affine" (DF-GAN deep fusion) or "film" (modulated instance norm)
+    attn_resolutions: tuple[int, ...] = (16,)   # cross-attention over text tokens at these sizes; () = pooled only
+    attn_heads: int = 4                         # heads per cross-attention layer
+    output: str = "linear"                      # "linear": raw while training, clamped to [-1, 1] in eval mode
+                                                # (no saturation to get stuck in); "tanh" as in DF-GAN
+
+    def __post_init__(self):
+        check_resolution(self.resolution)
+        self.attn_resolutions = tuple(int(r) for r in self.attn_resolutions if 8 <= int(r) <= self.resolution)
+        if self.output not in ("linear", "tanh"):
+            raise ValueError(f"output must be 'linear' or 'tanh', got {self.output!r}")
+
+
+class Generator(PretrainedModel):
+    config_class = GeneratorConfig
+    model_type = "wordcanvas-gan-generator"
+
+    def __init__(self, config: GeneratorConfig):
+        super().__init__(config)
+        c = config
+        width = lambda size: channels_at(c.resolution, size, c.ngf, c.max_channels)  # noqa: E731
+        self.text_proj = TextProjection(c.text_dim, c.cond_dim)
+        self.token_proj = TextProjection(c.text_dim, c.cond_dim) if c.attn_resolutions else None
+        self.fc = nn.Linear(c.z_dim, width(4) * 16)
+        cond = c.z_dim + c.cond_dim
+        self.sizes = [4 * 2 ** (i + 1) for i in range(c.resolution.bit_length() - 3)]  # 8, 16, ..., resolution
+        self.blocks = nn.ModuleList(UpBlock(cond, width(s // 2), width(s), c.fusion) for s in self.sizes)
+        self.attn = nn.ModuleDict({str(s): CrossAttention(width(s), c.cond_dim, c.attn_heads) for s in c.attn_resolutions})
+        self.to_rgb = nn.Conv2d(width(c.resolution), c.channels, 3, 1, 1)
+
+    def forward(self, z: torch.Tensor, text: TextEmbedding) -> torch.Tensor:
+        """z (B, z_dim), text for B captions -> images (B, C, H, W), in [-1, 1] except for the raw
+        training output of output="linear"."""
+        cond = torch.cat([z, self.text_proj(text.pooled)], dim=1)
+        tokens = self.token_proj(text.tokens) if self.token_proj is not None else None
+        x = self.fc(z).view(z.shape[0], -1, 4, 4)
+        for size, block in zip(self.sizes, self.blocks):
+            x = block(x, cond)
+            if str(size) in self.attn:
+                x = self.attn[str(size)](x, tokens, text.mask)
+        x = self.to_rgb(lrelu(x))
+        if self.config.output == "tanh":
+            return torch.tanh(x)
+        return x if self.training else x.clamp(-1, 1)
+
+    def sample_noise(self, n: int, generator: torch.Generator | None = None, truncation: float | None = None,
+                     mode: str = "resample", device=None) -> torch.Tensor:
+        return sample_noise(n, self.config.z_dim, generator, truncation, mode, device or self.fc.weight.device)
+
+
+def sample_noise(n: int, z_dim: int, generator: torch.Generator | None = None, truncation: float | None = None,
+                 mode: str = "resample", device="cpu") -> torch.Tensor:
+    """Standard normal noise; with truncation t, entries beyond +-t are redrawn ("resample", a
+    truncated normal) or the whole vector is scaled by t ("scale")."""
+    z = torch.randn(n, z_dim, generator=generator, device=device)
+    if truncation is None:
+        return z
+    if mode == "scale":
+        return z * truncation
+    if mode != "resample":
+        raise ValueError(f"truncation mode must be 'resample' or 'scale', got {mode!r}")
+    if truncation <= 0:
+        raise ValueError(f"truncation must be positive, got {truncation}")
+    for _ in range(1000):
+        bad = z.abs() > truncation
+        if not bad.any():
+            break
+        z[bad] = torch.randn(int(bad.sum()), generator=generator, device=device)
+    return z.clamp(-truncation, truncation)
+
+
+@dataclass
+class DiscriminatorConfig:
+    resolution: int = 64          # input size, a power of two >= 8
+    channels: int = 3             # 1 grey, 3 RGB
+    text_dim: int = 384           # the encoder's pooled embedding size
+    cond_dim: int = 128           # text projection size (concat head)
+    ndf: int = 32                 # width at full resolution; doubles per halving
+    max_channels: int = 256       # width cap
+    cond_head: str = "concat"     # "concat" (DF-GAN: text tiled onto 4x4 features, convs) or "projection"
+    residual_gain: float = 1.0    # initial gate of each residual path (DF-GAN: 0; 1 learned faster, steadier in short runs)
+
+    def __post_init__(self):
+        check_resolution(self.resolution)
+        if self.cond_head not in ("concat", "projection"):
+            raise ValueError(f"cond_head must be 'concat' or 'projection', got {self.cond_head!r}")
+
+
+class Discriminator(PretrainedModel):
+    """Returns (unconditional realism logit, text-matching logit), each (B,)."""
+
+    config_class = DiscriminatorConfig
+    model_type = "wordcanvas-gan-discriminator"
+
+    def __init__(self, config: DiscriminatorConfig):
+        super().__init__(config)
+        c = config
+        width = lambda size: channels_at(c.resolution, size, c.ndf, c.max_channels)  # noqa: E731
+        self.from_rgb = nn.Conv2d(c.channels, width(c.resolution), 3, 1, 1)
+        sizes = [c.resolution >> i for i in range(c.resolution.bit_length() - 3)]  # resolution, ..., 8
+        self.blocks = nn.Sequential(*(DownBlock(width(s), width(s // 2), c.residual_gain) for s in sizes))
+        feat = width(4)
+        self.uncond_head = nn.Sequential(nn.Conv2d(feat, feat // 2, 3, 1, 1), nn.LeakyReLU(0.2), nn.Conv2d(feat // 2, 1, 4))
+        if c.cond_head == "concat":
+            self.text_proj = TextProjection(c.text_dim, c.cond_dim)
+            self.cond_head = nn.Sequential(nn.Conv2d(feat + c.cond_dim, feat // 2, 3, 1, 1), nn.LeakyReLU(0.2),
+                                           nn.Conv2d(feat // 2, 1, 4))
+        else:
+            self.text_proj = TextProjection(c.text_dim, feat)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.from_rgb(images))
+
+    def heads(self, features: torch.Tensor, pooled: torch.Tensor, standardized: bool = False
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits from image features and pooled text (raw, or already passed through `standardize`:
+        the matching-aware gradient penalty differentiates with respect to the standardised text, so
+        its strength does not depend on the encoder's scale)."""
+        uncond = self.uncond_head(features).flatten()
+        t = self.text_proj(pooled, standardized)
+        if self.config.cond_head == "concat":
+            t = t[:, :, None, None].expand(-1, -1, *features.shape[2:])
+            return uncond, self.cond_head(torch.cat([features, t], dim=1)).flatten()
+        h = lrelu(features).mean(dim=(2, 3))
+        return uncond, uncond + (h * t).sum(dim=1)
+
+    def forward(self, images: torch.Tensor, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.heads(self.features(images), pooled)
+
+
+# --- plain conditional DCGAN baseline (Radford et al. 2016 + class conditioning) ---------------
+
+@dataclass
+class DCGANConfig:
+    resolution: int = 32    # output size, a power of two >= 8
+    channels: int = 1       # 1 grey, 3 RGB
+    num_classes: int = 10   # class labels (an extra index is used for 'unknown')
+    z_dim: int = 100        # noise size
+    embed_dim: int = 50     # class embedding concatenated to z
+    ngf: int = 64           # generator width before the last layer
+    ndf: int = 64           # discriminator width after the first layer
+
+    def __post_init__(self):
+        check_resolution(self.resolution)
+
+
+def _dcgan_init(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+class DCGANGenerator(PretrainedModel):
+    """(z ++ class embedding) -> transposed convolutions with BatchNorm/ReLU -> tanh."""
+
+    config_class = DCGANConfig
+    model_type = "wordcanvas-dcgan-generator"
+
+    def __init__(self, config: DCGANConfig):
+        super().__init__(config)
+        c = config
+        self.embed = nn.Embedding(c.num_classes + 1, c.embed_dim)
+        n_up = c.resolution.bit_length() - 3  # 4 -> resolution
+        width = [c.ngf * 2 ** (n_up - 1 - i) for i in range(n_up)]  # at 4, 8, ..., resolution/2
+        layers = [nn.ConvTranspose2d(c.z_dim + c.embed_dim, width[0], 4, 1, 0, bias=False), nn.BatchNorm2d(width[0]), nn.ReLU(True)]
+        for a, b in zip(width[:-1], width[1:]):
+            layers += [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU(True)]
+        layers += [nn.ConvTranspose2d(width[-1], c.channels, 4, 2, 1, bias=False), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+        _dcgan_init(self)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        labels = torch.where(labels < 0, self.config.num_classes, labels)
+        return self.net(torch.cat([z, self.embed(labels)], dim=1)[:, :, None, None])
+
+    def sample_noise(self, n: int, generator: torch.Generator | None = None, truncation: float | None = None,
+                     mode: str = "resample", device=None) -> torch.Tensor:
+        return sample_noise(n, self.config.z_dim, generator, truncation, mode, device or self.embed.weight.device)
+
+
+class DCGANDiscriminator(PretrainedModel):
+    """Image with one-hot class planes -> strided convolutions (BatchNorm, LeakyReLU) -> one logit."""
+
+    config_class = DCGANConfig
+    model_type = "wordcanvas-dcgan-discriminator"
+
+    def __init__(self, config: DCGANConfig):
+        super().__init__(config)
+        c = config
+        n_down = c.resolution.bit_length() - 3  # resolution -> 4
+        width = [c.ndf * 2 ** i for i in range(n_down)]
+        layers = [nn.Conv2d(c.channels + c.num_classes + 1, width[0], 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
+        for a, b in zip(width[:-1], width[1:]):
+            layers += [nn.Conv2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.LeakyReLU(0.2, True)]
+        layers += [nn.Conv2d(width[-1], 1, 4, 1, 0, bias=False)]
+        self.net = nn.Sequential(*layers)
+        _dcgan_init(self)
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        labels = torch.where(labels < 0, self.config.num_classes, labels)
+        planes = F.one_hot(labels, self.config.num_classes + 1).to(images.dtype)[:, :, None, None]
+        planes = planes.expand(-1, -1, *images.shape[2:])
+        return self.net(torch.cat([images, planes], dim=1)).flatten()
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

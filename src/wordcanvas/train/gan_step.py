@@ -1,0 +1,415 @@
+"""The GAN families for the training loop: losses, regularisers and one optimisation step.
+
+GANFamily (text-conditioned, DF-GAN style): the discriminator sees (real, matching text),
+(real, mismatched text: the batch's captions rolled by one) and (fake, text); losses hinge,
+non-saturating or WGAN; regularisers MA-GP, R1 or WGAN-GP; DiffAugment on every image D sees;
+optional mode-seeking term. DCGANFamily: the plain class-conditional baseline.
+
+A family object gives the loop: modules (saved in checkpoints), optimizers, ema_pairs,
+step(batch, step) -> stats, sample(prompts, n, seed), generate(prompts, seed), export_meta().
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wordcanvas.data.base import Prompt
+from wordcanvas.models.gan import (DCGANConfig, DCGANDiscriminator, DCGANGenerator, Discriminator,
+                                   DiscriminatorConfig, Generator, GeneratorConfig)
+from wordcanvas.models.layers import standardize
+from wordcanvas.text.base import TextEmbedding
+from wordcanvas.train.augment import diff_augment, parse_policy
+
+# --- losses -------------------------------------------------------------------------------------
+
+LOSSES = ("hinge", "ns", "wgan")
+
+
+def d_real_loss(kind: str, logits: torch.Tensor) -> torch.Tensor:
+    if kind == "hinge":
+        return F.relu(1 - logits).mean()
+    if kind == "ns":
+        return F.softplus(-logits).mean()
+    return -logits.mean()
+
+
+def d_fake_loss(kind: str, logits: torch.Tensor) -> torch.Tensor:
+    if kind == "hinge":
+        return F.relu(1 + logits).mean()
+    if kind == "ns":
+        return F.softplus(logits).mean()
+    return logits.mean()
+
+
+def g_loss(kind: str, logits: torch.Tensor) -> torch.Tensor:
+    return F.softplus(-logits).mean() if kind == "ns" else -logits.mean()
+
+
+def grad_sq_norm(outputs: torch.Tensor, inputs: list[torch.Tensor]) -> torch.Tensor:
+    """Per-sample squared L2 norm of d(outputs.sum())/d(inputs), all inputs together (B,)."""
+    grads = torch.autograd.grad(outputs.sum(), inputs, create_graph=True)
+    return sum(g.flatten(1).square().sum(dim=1) for g in grads)
+
+
+def magp_penalty(outputs: torch.Tensor, images: torch.Tensor, text: torch.Tensor, k: float = 2.0,
+                 p: float = 6.0) -> torch.Tensor:
+    """Matching-aware gradient penalty (DF-GAN): k * E[||(d/dx, d/de) D(x, e)||^p] on real images
+    with matching text, which smooths D around the real, matching data points. Pass the text on a
+    fixed scale (the family passes standardised pooled text): the penalty on d/de grows with 1/scale^p."""
+    return k * grad_sq_norm(outputs, [images, text]).pow(p / 2).mean()
+
+
+def r1_penalty(outputs: torch.Tensor, images: torch.Tensor, gamma: float = 10.0) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): gamma/2 * E[||d D(x)/dx||^2] on real images."""
+    return gamma / 2 * grad_sq_norm(outputs, [images]).mean()
+
+
+def wgan_gp_penalty(outputs: torch.Tensor, mixed: torch.Tensor, lam: float = 10.0) -> torch.Tensor:
+    """WGAN-GP (Gulrajani et al. 2017): lam * E[(||d D(x_mix)/dx|| - 1)^2] on real/fake mixtures."""
+    return lam * (grad_sq_norm(outputs, [mixed]).add(1e-12).sqrt() - 1).square().mean()
+
+
+def mode_seeking_loss(fake_a: torch.Tensor, fake_b: torch.Tensor, z_a: torch.Tensor, z_b: torch.Tensor,
+                      eps: float = 1e-5) -> torch.Tensor:
+    """Mode seeking (Mao et al. 2019): penalise images that differ less than their noise does."""
+    ratio = (fake_a - fake_b).abs().mean() / (z_a - z_b).abs().mean()
+    return 1 / (ratio + eps)
+
+
+# --- shared helpers ----------------------------------------------------------------------------
+
+def step_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
+    """The source of all randomness of one step (noise, augmentation): a function of (seed, step,
+    rank) only, so a resumed run draws exactly what an uninterrupted one would."""
+    mixed = (seed * 1_000_003 + step) * 1_009 + rank
+    return torch.Generator(device=device).manual_seed(mixed % (2 ** 63 - 1))
+
+
+def is_trainable(encoder) -> bool:
+    return isinstance(encoder, nn.Module) and any(p.requires_grad for p in encoder.parameters())
+
+
+def embed_texts(encoder, texts: list[str], device: torch.device, grad: bool = False) -> TextEmbedding:
+    if is_trainable(encoder):
+        with torch.set_grad_enabled(grad):
+            emb = encoder(list(texts))
+    else:
+        emb = encoder.encode(list(texts))
+    return emb.to(device)
+
+
+def settings_from(cls, data: dict):
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} settings {unknown}; known: {sorted(names)}")
+    return cls(**data)
+
+
+def as_prompts(prompts) -> list[Prompt]:
+    return [p if isinstance(p, Prompt) else Prompt(str(p), {}) for p in prompts]
+
+
+# --- text-conditioned GAN ----------------------------------------------------------------------
+
+@dataclass
+class GANSettings:
+    generator: dict = field(default_factory=dict)      # GeneratorConfig fields (ngf, z_dim, attn_resolutions, fusion...)
+    discriminator: dict = field(default_factory=dict)  # DiscriminatorConfig fields (ndf, cond_head...)
+    loss: str = "hinge"                     # "hinge", "ns" (non-saturating logistic) or "wgan"
+    reg: str = "magp"                       # "magp" (matching-aware GP), "r1", "wgan-gp" or "none"
+    reg_weight: float = 2.0                 # MA-GP k, R1 gamma or WGAN-GP lambda
+    magp_power: float = 6.0                 # MA-GP exponent p
+    reg_every: int = 4                      # lazy regularisation: every N steps with weight x N
+    mismatch_weight: float = 0.5            # share of D's 'fake' term given to real images with wrong text
+    uncond_weight: float = 1.0              # weight of the unconditional realism terms (D and G)
+    augment: str = "color,translation,cutout"  # DiffAugment policy for all images D sees; "" = off
+    mode_seeking: float = 0.0               # weight of the mode-seeking diversity term; 0 = off
+    truncation: float | None = None         # noise truncation for sample grids, evaluation and export
+    truncation_mode: str = "resample"       # "resample" (redraw |z| > t) or "scale" (z * t)
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.reg not in ("magp", "r1", "wgan-gp", "none"):
+            raise ValueError(f"reg must be 'magp', 'r1', 'wgan-gp' or 'none', got {self.reg!r}")
+        parse_policy(self.augment)
+        self.reg_every = max(1, int(self.reg_every))
+
+
+class GANFamily:
+    name = "gan"
+    uses_text = True
+    defaults = {"lr": 1e-4, "lr_d": 4e-4, "betas": (0.0, 0.9)}  # DF-GAN's two time-scale Adam
+
+    def __init__(self, cfg, dataset, encoder, device: torch.device, dist):
+        self.cfg, self.device, self.dist = cfg, device, dist
+        self.s = s = settings_from(GANSettings, cfg.model)
+        if encoder is None:
+            raise ValueError("the 'gan' family needs a text encoder")
+        self.encoder, self.trainable = encoder, is_trainable(encoder)
+        common = dict(resolution=cfg.resolution, channels=dataset.channels, text_dim=encoder.dim)
+        self.G = Generator(GeneratorConfig(**common, **s.generator)).to(device)
+        self.D = Discriminator(DiscriminatorConfig(**common, **s.discriminator)).to(device)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False) if cfg.ema_kimg > 0 else None
+        if self.trainable:
+            encoder.to(device).train()
+        lr, lr_d, betas = (cfg.lr or self.defaults["lr"], cfg.lr_d or self.defaults["lr_d"],
+                           cfg.betas or self.defaults["betas"])
+        g_params = list(self.G.parameters()) + (list(encoder.parameters()) if self.trainable else [])
+        self.opt_g = torch.optim.Adam(g_params, lr=lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=lr_d, betas=betas)
+        self.augment = parse_policy(s.augment)
+        self.amp = cfg.amp and device.type == "cuda"
+
+    # the loop's view of the family
+    @property
+    def modules(self) -> dict[str, nn.Module]:
+        mods = {"generator": self.G, "discriminator": self.D}
+        if self.G_ema is not None:
+            mods["generator_ema"] = self.G_ema
+        if self.trainable:
+            mods["encoder"] = self.encoder
+        return mods
+
+    @property
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"generator": self.opt_g, "discriminator": self.opt_d}
+
+    @property
+    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.G, self.G_ema)] if self.G_ema is not None else []
+
+    @property
+    def inference_generator(self) -> nn.Module:
+        return self.G_ema if self.G_ema is not None else self.G
+
+    def export_meta(self) -> dict:
+        """How `generate` rebuilds this model from a checkpoint or the final folder."""
+        return {"family": self.name, "generator": "generator_ema" if self.G_ema is not None else "generator",
+                "encoder": {"name": self.cfg.encoder, "folder": "encoder" if self.trainable else None},
+                "resolution": self.cfg.resolution, "channels": self.G.config.channels,
+                "truncation": self.s.truncation, "truncation_mode": self.s.truncation_mode}
+
+    def autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
+
+    def run_d(self, images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        return self.D.features(diff_augment(images, self.augment, g) if self.augment else images)
+
+    def step(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
+        s, G, D = self.s, self.G, self.D
+        g = step_generator(self.cfg.seed, step, self.dist.rank, self.device)
+        real, captions = batch["image"], batch["caption"]
+        b = real.shape[0]
+        stats = {}
+
+        # The encoder changes only in the G update, so one pass serves both phases: with grad for
+        # G (trainable encoders learn through it), detached for D.
+        text_g = embed_texts(self.encoder, captions, self.device, grad=self.trainable)
+        text = TextEmbedding(text_g.tokens.detach(), text_g.mask, text_g.pooled.detach())
+
+        # Discriminator: real+matching text is real; fake, and real with another caption, are not.
+        D.requires_grad_(True)
+        with torch.no_grad(), self.autocast():
+            fake = G(G.sample_noise(b, g), text).float()
+        do_reg = s.reg != "none" and step % s.reg_every == 0
+        real = real.detach().requires_grad_(do_reg and s.reg in ("magp", "r1"))
+        pooled = standardize(text.pooled.detach().float()).requires_grad_(do_reg and s.reg == "magp")
+        with self.autocast():
+            f_real, f_fake = self.run_d(real, g), self.run_d(fake, g)
+            u_real, m_real = D.heads(f_real, pooled, standardized=True)
+            _, m_mis = D.heads(f_real, pooled.roll(1, dims=0), standardized=True)
+            u_fake, m_fake = D.heads(f_fake, pooled, standardized=True)
+            w = s.mismatch_weight
+            loss_d = (d_real_loss(s.loss, m_real) + (1 - w) * d_fake_loss(s.loss, m_fake) + w * d_fake_loss(s.loss, m_mis)
+                      + s.uncond_weight * (d_real_loss(s.loss, u_real) + d_fake_loss(s.loss, u_fake)))
+            if do_reg:
+                if s.reg == "magp":
+                    reg = magp_penalty(m_real, real, pooled, s.reg_weight, s.magp_power)
+                elif s.reg == "r1":
+                    reg = r1_penalty(m_real + s.uncond_weight * u_real, real, s.reg_weight)
+                else:
+                    eps = torch.rand(b, 1, 1, 1, generator=g, device=self.device)
+                    mixed = (eps * real.detach() + (1 - eps) * fake).requires_grad_(True)
+                    u_mix, m_mix = D.heads(self.run_d(mixed, g), pooled, standardized=True)
+                    reg = wgan_gp_penalty(m_mix + s.uncond_weight * u_mix, mixed, s.reg_weight)
+                loss_d = loss_d + reg * s.reg_every
+                stats["reg"] = reg.detach()
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.dist.sync_grads([D])
+        self.opt_d.step()
+        stats.update(loss_d=loss_d.detach(), d_real=m_real.detach().mean(), d_fake=m_fake.detach().mean(),
+                     d_mismatch=m_mis.detach().mean())
+
+        # Generator (and a trainable text encoder, through the embeddings it produces).
+        D.requires_grad_(False)
+        text = text_g
+        with self.autocast():
+            z = G.sample_noise(b, g)
+            fake = G(z, text)
+            u_fake, m_fake = D.heads(self.run_d(fake.float(), g), text.pooled.float())
+            loss_g = g_loss(s.loss, m_fake) + s.uncond_weight * g_loss(s.loss, u_fake)
+            if s.mode_seeking > 0 and b >= 2:
+                h = b // 2
+                z2 = G.sample_noise(h, g)
+                ms = mode_seeking_loss(fake[:h], G(z2, text[:h]), z[:h], z2)
+                loss_g = loss_g + s.mode_seeking * ms
+                stats["mode_seeking"] = ms.detach()
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.dist.sync_grads([G] + ([self.encoder] if self.trainable else []))
+        self.opt_g.step()
+        stats["loss_g"] = loss_g.detach()
+        return stats
+
+    @torch.no_grad()
+    def generate(self, prompts, seed: int = 0) -> torch.Tensor:
+        """One image per prompt (str or Prompt) from the inference generator, noise from `seed`."""
+        prompts = as_prompts(prompts)
+        G = self.inference_generator
+        was_training = G.training
+        G.eval()
+        if self.trainable:
+            self.encoder.eval()
+        text = embed_texts(self.encoder, [p.text for p in prompts], self.device)
+        z = G.sample_noise(len(prompts), torch.Generator(device=self.device).manual_seed(seed),
+                           self.s.truncation, self.s.truncation_mode)
+        images = G(z, text).float()
+        G.train(was_training)
+        if self.trainable:
+            self.encoder.train()
+        return images
+
+    def sample(self, prompts, n: int, seed: int = 0) -> torch.Tensor:
+        """Sample grid: n images per prompt, the same n noise vectors for every prompt (prompt-major)."""
+        prompts = as_prompts(prompts)
+        rows = [self.generate([p] * n, seed) for p in prompts]
+        return torch.cat(rows)
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+# --- plain class-conditional DCGAN baseline ----------------------------------------------------
+
+@dataclass
+class DCGANSettings:
+    model: dict = field(default_factory=dict)   # DCGANConfig fields (z_dim, embed_dim, ngf, ndf)
+    label: str | None = None                   # dataset label to condition on; None = its first label
+
+
+class DCGANFamily:
+    """Non-saturating loss, Adam(2e-4, 0.5), BatchNorm; no EMA, no augmentation, no regulariser."""
+
+    name = "dcgan"
+    uses_text = False
+    defaults = {"lr": 2e-4, "lr_d": 2e-4, "betas": (0.5, 0.999)}
+
+    def __init__(self, cfg, dataset, encoder, device: torch.device, dist):
+        self.cfg, self.device, self.dist = cfg, device, dist
+        self.s = s = settings_from(DCGANSettings, cfg.model)
+        spec = dataset.label_spec.classes
+        if not spec:
+            raise ValueError(f"the 'dcgan' family needs class labels; dataset {cfg.data!r} has none")
+        self.label = s.label or next(iter(spec))
+        if self.label not in spec:
+            raise ValueError(f"dataset has no label {self.label!r}; it has {sorted(spec)}")
+        self.classes = list(spec[self.label])
+        mc = DCGANConfig(**{"resolution": cfg.resolution, "channels": dataset.channels,
+                            "num_classes": len(self.classes), **s.model})
+        self.G, self.D = DCGANGenerator(mc).to(device), DCGANDiscriminator(mc).to(device)
+        lr, lr_d, betas = (cfg.lr or self.defaults["lr"], cfg.lr_d or self.defaults["lr_d"],
+                           cfg.betas or self.defaults["betas"])
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=lr_d, betas=betas)
+        self.amp = cfg.amp and device.type == "cuda"
+
+    modules = property(lambda self: {"generator": self.G, "discriminator": self.D})
+    optimizers = property(lambda self: {"generator": self.opt_g, "discriminator": self.opt_d})
+    ema_pairs = property(lambda self: [])
+    inference_generator = property(lambda self: self.G)
+    autocast = GANFamily.autocast
+
+    def export_meta(self) -> dict:
+        return {"family": self.name, "generator": "generator", "encoder": None, "label": self.label,
+                "classes": self.classes, "resolution": self.cfg.resolution, "channels": self.G.config.channels}
+
+    def step(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
+        G, D = self.G, self.D
+        g = step_generator(self.cfg.seed, step, self.dist.rank, self.device)
+        real, labels = batch["image"], batch["labels"][self.label].to(self.device)
+        b = real.shape[0]
+
+        D.requires_grad_(True)
+        with self.autocast():
+            with torch.no_grad():
+                fake = G(G.sample_noise(b, g), labels)
+            d_real, d_fake = D(real, labels), D(fake.detach(), labels)
+            loss_d = d_real_loss("ns", d_real) + d_fake_loss("ns", d_fake)
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.dist.sync_grads([D])
+        self.opt_d.step()
+
+        D.requires_grad_(False)
+        with self.autocast():
+            fake = G(G.sample_noise(b, g), labels)
+            loss_g = g_loss("ns", D(fake, labels))
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.dist.sync_grads([G])
+        self.opt_g.step()
+        return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(), "d_real": d_real.detach().mean(),
+                "d_fake": d_fake.detach().mean()}
+
+    def labels_for(self, prompts: list[Prompt]) -> torch.Tensor:
+        """Class of each prompt: its label if given, else the class named in its text."""
+        out = []
+        for p in prompts:
+            k = p.labels.get(self.label, -1) if p.labels else -1
+            out.append(k if k >= 0 else class_from_text(p.text, self.classes))
+        return torch.tensor(out, dtype=torch.long, device=self.device)
+
+    @torch.no_grad()
+    def generate(self, prompts, seed: int = 0) -> torch.Tensor:
+        prompts = as_prompts(prompts)
+        was_training = self.G.training
+        self.G.eval()
+        z = self.G.sample_noise(len(prompts), torch.Generator(device=self.device).manual_seed(seed))
+        images = self.G(z, self.labels_for(prompts)).float()
+        self.G.train(was_training)
+        return images
+
+    sample = GANFamily.sample
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def class_from_text(text: str, classes: list[str]) -> int:
+    """Index of the class whose name (or a '/'-separated alternative) occurs in the text; longest wins."""
+    low = f" {text.lower()} "
+    best, best_len = -1, 0
+    for i, name in enumerate(classes):
+        for alt in name.lower().split("/"):
+            alt = alt.strip()
+            if alt and alt in low and len(alt) > best_len:
+                best, best_len = i, len(alt)
+    if best < 0:
+        raise ValueError(f"prompt {text!r} names none of the classes {classes}")
+    return best
+

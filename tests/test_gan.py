@@ -1,0 +1,200 @@
+"""GAN models and losses: shapes, sizes, token attention, truncation, penalties vs finite differences,
+DiffAugment."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from wordcanvas.models.gan import (DCGANConfig, DCGANDiscriminator, DCGANGenerator, Discriminator,
+                                   DiscriminatorConfig, Generator, GeneratorConfig, count_parameters, sample_noise)
+from wordcanvas.models.layers import CrossAttention, UpBlock, upsample2x
+from wordcanvas.text.base import TextEmbedding
+from wordcanvas.train.augment import diff_augment, rand_translation
+from wordcanvas.train.gan_step import g_loss, d_fake_loss, d_real_loss, magp_penalty, r1_penalty, wgan_gp_penalty
+
+
+def text(b: int, dim: int, t: int = 6, seed: int = 0) -> TextEmbedding:
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.arange(t)[None].expand(b, t) < torch.randint(1, t + 1, (b, 1), generator=g)
+    return TextEmbedding(torch.randn(b, t, dim, generator=g), mask, torch.randn(b, dim, generator=g))
+
+
+@pytest.mark.parametrize("res,channels,text_dim", [(32, 1, 384), (64, 3, 576), (128, 3, 128)])
+def test_generator_and_discriminator_shapes(res, channels, text_dim):
+    g = Generator(GeneratorConfig(resolution=res, channels=channels, text_dim=text_dim, ngf=8, max_channels=32,
+                                  attn_resolutions=(16, 32)))
+    d = Discriminator(DiscriminatorConfig(resolution=res, channels=channels, text_dim=text_dim, ndf=8, max_channels=32))
+    emb = text(2, text_dim)
+    images = g.eval()(torch.randn(2, g.config.z_dim), emb)
+    assert images.shape == (2, channels, res, res)
+    assert images.abs().max() <= 1  # training mode gives the raw (unclamped) output to the discriminator
+    uncond, match = d(images, emb.pooled)
+    assert uncond.shape == match.shape == (2,)
+    d_proj = Discriminator(DiscriminatorConfig(resolution=res, channels=channels, text_dim=text_dim, ndf=8,
+                                               max_channels=32, cond_head="projection"))
+    assert [t.shape for t in d_proj(images, emb.pooled)] == [(2,), (2,)]
+
+
+def test_default_sizes_suit_a_cpu():
+    g64 = Generator(GeneratorConfig(resolution=64, channels=3, text_dim=384))
+    assert 2e6 <= count_parameters(g64) <= 5e6
+    dc = DCGANGenerator(DCGANConfig(resolution=32, channels=1, num_classes=10))
+    assert 1.1e6 <= count_parameters(dc) <= 1.5e6
+    z, labels = torch.randn(3, 100), torch.tensor([0, 9, -1])  # -1: unknown class
+    assert dc(z, labels).shape == (3, 1, 32, 32)
+    assert DCGANDiscriminator(DCGANConfig(resolution=32))(torch.randn(3, 1, 32, 32), labels).shape == (3,)
+
+
+def test_generator_roundtrip_save_load(tmp_path):
+    g = Generator(GeneratorConfig(resolution=16, channels=3, text_dim=8, ngf=8, attn_resolutions=(8,)))
+    g.save_pretrained(tmp_path / "g")
+    h = Generator.from_pretrained(tmp_path / "g")
+    assert h.config == g.config and h.config.attn_resolutions == (8,)
+    z, emb = torch.randn(2, g.config.z_dim), text(2, 8)
+    torch.testing.assert_close(g.eval()(z, emb), h(z, emb), rtol=0, atol=0)
+
+
+def test_up_block_equals_upsample_then_convolve():
+    """The fast block (fusion and shortcut before upsampling, transposed 4x4 conv) computes the plain
+    DF-GAN block: shortcut(up(x)) + conv2(fuse2(conv1(fuse1(up(x)))))."""
+    torch.manual_seed(0)
+    block = UpBlock(cond_dim=5, in_ch=6, out_ch=4).double()
+    for p in block.parameters():
+        torch.nn.init.normal_(p, std=0.5)  # affines start as the identity; make them count
+    x, cond = torch.randn(2, 6, 5, 5, dtype=torch.float64), torch.randn(2, 5, dtype=torch.float64)
+
+    def plain():
+        up = torch.nn.functional.interpolate(x, scale_factor=2.0, mode="nearest")
+        h = torch.nn.functional.conv2d(block.fuse1(up, cond), block.conv1.weight, block.conv1.bias, padding=1)
+        return block.shortcut(up) + block.conv2(block.fuse2(h, cond))
+
+    torch.testing.assert_close(block(x, cond), plain(), rtol=1e-12, atol=1e-12)  # training path
+    with torch.no_grad():
+        torch.testing.assert_close(block(x, cond), plain(), rtol=1e-12, atol=1e-12)  # cached kernel
+        block.conv1.weight.mul_(-2.0)  # an optimizer step or a weight load must refresh the cache
+        torch.testing.assert_close(block(x, cond), plain(), rtol=1e-12, atol=1e-12)
+    assert torch.equal(upsample2x(x), torch.nn.functional.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+def test_cross_attention_reads_real_tokens_and_ignores_padding():
+    attn = CrossAttention(channels=8, token_dim=4, heads=2, head_dim=4)
+    torch.nn.init.normal_(attn.to_out.weight)  # it starts as the identity; make it do something
+    x = torch.randn(1, 8, 4, 4)
+    tokens = torch.randn(1, 3, 4)
+    mask = torch.tensor([[True, True, False]])
+    out = attn(x, tokens, mask)
+    padded_changed = tokens.clone()
+    padded_changed[0, 2] += 5.0
+    torch.testing.assert_close(attn(x, padded_changed, mask), out)
+    real_changed = tokens.clone()
+    real_changed[0, 0] += 5.0
+    assert not torch.allclose(attn(x, real_changed, mask), out)
+    assert torch.isfinite(attn(x, tokens, torch.zeros(1, 3, dtype=torch.bool))).all()  # no real token: no NaN
+
+
+def test_generator_output_depends_on_the_caption_tokens():
+    g = Generator(GeneratorConfig(resolution=16, channels=3, text_dim=8, ngf=8, attn_resolutions=(8, 16)))
+    for p in g.attn.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    z, emb = torch.randn(1, g.config.z_dim), text(1, 8)
+    other = TextEmbedding(emb.tokens.flip(1), emb.mask.flip(1), emb.pooled)  # same pooled, other token order
+    assert not torch.allclose(g(z, emb), g(z, other))
+
+
+def test_truncated_noise():
+    g = torch.Generator().manual_seed(0)
+    z = sample_noise(2000, 16, g, truncation=0.7)
+    assert z.abs().max() <= 0.7 and z.std() > 0.3  # redrawn, not clipped into a spike at +-0.7
+    assert (z.abs() > 0.69).float().mean() < 0.02
+    full = sample_noise(4, 16, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(sample_noise(4, 16, torch.Generator().manual_seed(1), 0.5, "scale"), full * 0.5)
+
+
+def test_losses_match_their_definitions():
+    x = torch.tensor([-2.0, 0.5, 3.0])
+    assert d_real_loss("hinge", x).item() == pytest.approx((3 + 0.5 + 0) / 3)
+    assert d_fake_loss("hinge", x).item() == pytest.approx((0 + 1.5 + 4) / 3)
+    assert d_real_loss("ns", x).item() == pytest.approx(torch.log1p(torch.exp(-x)).mean().item())
+    assert d_fake_loss("wgan", x).item() == pytest.approx(x.mean().item())
+    assert g_loss("hinge", x).item() == pytest.approx(-x.mean().item())
+    assert g_loss("ns", x).item() == pytest.approx(torch.log1p(torch.exp(-x)).mean().item())
+
+
+@pytest.fixture
+def tiny_d():
+    torch.manual_seed(0)
+    d = Discriminator(DiscriminatorConfig(resolution=8, channels=1, text_dim=3, cond_dim=4, ndf=4, max_channels=8)).double()
+    for block in d.blocks:
+        block.gamma.data.fill_(0.7)  # make the residual path count (it starts at zero)
+    return d
+
+
+def finite_difference_grads(f, inputs: list[torch.Tensor], h: float = 1e-6) -> list[torch.Tensor]:
+    """Central differences of f(*inputs), a per-sample vector whose samples are independent: every
+    (element, +-h) perturbation of every sample goes through f in one big batch."""
+    b = inputs[0].shape[0]
+    sizes = [x[0].numel() for x in inputs]
+    n = sum(sizes)
+    batch = [x.repeat_interleave(2 * n, dim=0).clone() for x in inputs]  # sample-major, 2n copies each
+    row = 0
+    for k, x in enumerate(inputs):
+        flat = batch[k].view(b, n, 2, -1)
+        for idx in range(sizes[k]):
+            flat[:, row + idx, 0, idx] += h
+            flat[:, row + idx, 1, idx] -= h
+        row += sizes[k]
+    out = f(*batch).view(b, n, 2)
+    diff = (out[..., 0] - out[..., 1]) / (2 * h)  # (b, n)
+    return [g.reshape(x.shape) for g, x in zip(diff.split(sizes, dim=1), inputs)]
+
+
+def test_gradient_penalties_match_finite_differences(tiny_d):
+    g = torch.Generator().manual_seed(3)
+    images = torch.randn(3, 1, 8, 8, generator=g, dtype=torch.float64)
+    pooled = torch.randn(3, 3, generator=g, dtype=torch.float64)
+    match = lambda x, e: tiny_d(x, e)[1]  # noqa: E731
+    both = lambda x, e: sum(tiny_d(x, e))  # noqa: E731
+    gx, ge = finite_difference_grads(match, [images, pooled])
+    norm = (gx.flatten(1).square().sum(1) + ge.square().sum(1)).sqrt()
+    x, e = images.clone().requires_grad_(True), pooled.clone().requires_grad_(True)
+    ours = magp_penalty(match(x, e), x, e, k=2.0, p=6.0)
+    assert ours.item() == pytest.approx((2.0 * norm.pow(6)).mean().item(), rel=1e-6)
+
+    gx_both, _ = finite_difference_grads(both, [images, pooled])
+    x = images.clone().requires_grad_(True)
+    expected_r1 = 10.0 / 2 * gx_both.flatten(1).square().sum(1).mean()
+    assert r1_penalty(both(x, pooled), x, 10.0).item() == pytest.approx(expected_r1.item(), rel=1e-6)
+
+    x = images.clone().requires_grad_(True)
+    expected_gp = 10.0 * ((gx_both.flatten(1).square().sum(1).sqrt() - 1) ** 2).mean()
+    assert wgan_gp_penalty(both(x, pooled), x, 10.0).item() == pytest.approx(expected_gp.item(), rel=1e-6)
+
+
+def test_gradient_penalty_is_differentiable_for_the_discriminator(tiny_d):
+    x = torch.randn(2, 1, 8, 8, dtype=torch.float64, requires_grad=True)
+    e = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    magp_penalty(tiny_d(x, e)[1], x, e).backward()
+    assert all(p.grad is not None for p in tiny_d.blocks.parameters())
+
+
+def test_diffaugment_is_seeded_and_differentiable():
+    x = torch.randn(4, 3, 16, 16, requires_grad=True)
+    policy = "color,translation,cutout"
+    a = diff_augment(x, policy, torch.Generator().manual_seed(0))
+    assert torch.equal(a, diff_augment(x, policy, torch.Generator().manual_seed(0)))
+    assert not torch.equal(a, diff_augment(x, policy, torch.Generator().manual_seed(1)))
+    a.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert torch.equal(diff_augment(x, ""), x)
+    with pytest.raises(ValueError, match="unknown DiffAugment"):
+        diff_augment(x, "rotate")
+
+
+def test_translation_moves_content_and_fills_with_zeros():
+    x = torch.arange(64.0).view(1, 1, 8, 8) + 1  # no zeros in the input
+    for seed in range(5):
+        out = rand_translation(x, torch.Generator().manual_seed(seed))
+        kept = out[out != 0]
+        assert set(kept.tolist()) <= set(x.flatten().tolist())
+        rows = [r for r in out[0, 0] if (r != 0).any()]
+        assert all(torch.all(torch.diff(r[r != 0]) == 1) for r in rows)  # each row is a shifted slice
