@@ -1,8 +1,8 @@
 """CLI verbs. Each module exposes VERBS: name -> (add_arguments, run, help). Explicit imports, no auto-registry."""
 from __future__ import annotations
 
-from wordcanvas.commands import data_cmd, demo_cmd, metrics_cmd, sr_cmd, text_cmd, train_cmd
+from wordcanvas.commands import data_cmd, demo_cmd, metrics_cmd, sr_cmd, style_cmd, text_cmd, train_cmd
 
 VERBS: dict = {}
-for _module in (text_cmd, data_cmd, metrics_cmd, train_cmd, sr_cmd, demo_cmd):
+for _module in (text_cmd, data_cmd, metrics_cmd, train_cmd, sr_cmd, style_cmd, demo_cmd):
     VERBS.update(_module.VERBS)

@@ -190,12 +190,9 @@ class Stylizer:
             side = int(style_size) if style_size is not None else max(c.shape[-2:])
             s = [resize_longer(t.to(self.device), side) for t in style_batches]
             outs.append(self._one(c, s, weights, alpha, preserve_color, method, int(steps), progress))
-        out = torch.cat(outs) if len({o.shape for o in outs}) == 1 else outs
+        out = torch.cat(outs)  # one batch shares one size, so the outputs do too
         if kind == "pil":
             return tensor_to_pil(out[0])
-        if isinstance(out, list):
-            raise ValueError("contents of different sizes in one batch give outputs of different sizes; "
-                             "pass them one at a time")
         return out[0] if kind == "chw" else out
 
     # ---------------------------------------------------------------- internals

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from wordcanvas.models.style import (StyleConfig, StyleEncoder, StyleTransferModel, adain, channel_stats,
                                      content_loss, meanstd_style_loss)
+from wordcanvas.train.gan_step import settings_from, step_generator
 
 
 @dataclass
@@ -49,7 +50,6 @@ class StyleFamily:
 
     def __init__(self, cfg, dataset, encoder, device: torch.device, dist):
         from wordcanvas.style.data import style_bank, training_style_names
-        from wordcanvas.train.gan_step import settings_from
 
         self.cfg, self.device, self.dist, self.dataset = cfg, device, dist, dataset
         self.s = s = settings_from(StyleSettings, cfg.model)
@@ -101,8 +101,6 @@ class StyleFamily:
 
     # training
     def step(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
-        from wordcanvas.train.gan_step import step_generator
-
         s, mc, layer = self.s, self.model_config, self.model_config.encoder_layer
         content = batch["image"].contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
