@@ -10,7 +10,6 @@ different models and runs are comparable (see docs/metrics.md).
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterable
@@ -88,8 +87,9 @@ def real_features(name: str, split: str, n: int, extractor: InceptionFeatures, s
     return get_reference_features(key, compute).features
 
 
-def evaluate_real_vs_real(dataset_name: str, n: int = 10_000, seed: int = 0, extractor: InceptionFeatures | None = None,
-                          progress: bool = True, kid_subset_size: int = 1000) -> dict:
+def evaluate_real_vs_real(dataset_name: str, n: int = 10_000, seed: int = 0,
+                          extractor: InceptionFeatures | None = None, progress: bool = True,
+                          kid_subset_size: int = 1000) -> dict:
     """The floor: FID / KID / precision-recall of n real train images against n real test images."""
     start = time.time()
     extractor = extractor or InceptionFeatures()
@@ -114,7 +114,8 @@ def _check_images(images: torch.Tensor, count: int) -> torch.Tensor:
 
 
 def evaluate_generator(generate_fn: GenerateFn, dataset_name: str, n: int = 10_000, heldout: bool = False,
-                       split: str = "test", seed: int = 0, batch_size: int = 100, extractor: InceptionFeatures | None = None,
+                       split: str = "test", seed: int = 0, batch_size: int = 100,
+                       extractor: InceptionFeatures | None = None,
                        diversity_prompts: int = DIVERSITY_PROMPTS, diversity_seeds: int = DIVERSITY_SEEDS,
                        r_repeats: int = 3, floor: bool = True, progress: bool = True,
                        keep_samples: int = 64) -> dict:
@@ -207,7 +208,8 @@ def to_markdown(result: dict) -> str:
         lines.append(f"| probe: all attributes right | {_fmt(result['probe']['all_correct'])} | "
                      f"real {_fmt(ceiling.get('all_correct'))} |")
         for name, v in result["probe"]["per_attribute"].items():
-            lines.append(f"| probe: {name} (n={v['count']}) | {_fmt(v['accuracy'])} | real {_fmt(real_attr.get(name))} |")
+            lines.append(f"| probe: {name} (n={v['count']}) | {_fmt(v['accuracy'])} | "
+                         f"real {_fmt(real_attr.get(name))} |")
     if "r_precision" in result:
         rp = result["r_precision"]
         real = (rp.get("real") or {}).get("r_precision")
@@ -221,7 +223,8 @@ def to_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_result(result: dict, json_path: str | os.PathLike | None = None, md_path: str | os.PathLike | None = None) -> None:
+def write_result(result: dict, json_path: str | os.PathLike | None = None,
+                 md_path: str | os.PathLike | None = None) -> None:
     """JSON (and optionally markdown, and a sample grid PNG next to the JSON for generator runs)."""
     from wordcanvas.utils.io import atomic_write_json, make_grid, tensor_to_pil
 
