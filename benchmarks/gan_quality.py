@@ -1,0 +1,496 @@
+"""Text-to-image GAN quality under a wall-clock budget: each text encoder against the DCGAN baseline.
+
+    python benchmarks/gan_quality.py --data fashion-mnist --encoders minilm,smollm2,trainable \\
+        --baseline dcgan --minutes 60 --checkpoints-at 15,30 --n-eval 10000 --out docs/gan_fashion-mnist
+    python benchmarks/gan_quality.py --smoke                 # a few minutes: the whole path, tiny numbers
+
+For every model (one text-conditioned GAN per encoder, plus the class-conditioned DCGAN with the
+same budget) the script trains through `wordcanvas.train.loop.train` in segments that end at the
+minute marks (--checkpoints-at, then --minutes): each segment resumes the previous one exactly
+(the loop's checkpoint/resume), so one run gives the whole curve. At every mark the model (the
+EMA generator for the GAN) is evaluated with the fixed protocol of `wordcanvas.metrics.evaluate`:
+
+- FID / KID / precision / recall of n-eval images for the dataset's balanced evaluation prompts
+  (test split) against the first n-eval real test images, beside the real-vs-real floor at the same n;
+- probe accuracy per attribute and all-correct on those prompts; R-precision (R = 1, 100 candidates);
+  same-prompt diversity (mean pairwise LPIPS over seeds);
+- probe accuracy and R-precision again on the same prompts phrased with HELD-OUT paraphrases
+  (eval_prompts(heldout=True)); for toy faces also on the held-out attribute COMBINATIONS
+  (split "heldout"). These add no FID unless --secondary-fid;
+- ratios against the DCGAN baseline at the same mark.
+
+The DCGAN reads no text: it is given each prompt's class label (an oracle), so its held-out
+paraphrase scores equal its normal ones; prompts that do not name its label get a random class.
+
+Writes <out>/results.json (updated after every mark; a rerun with the same settings skips what is
+done), <out>/README.md (tables), <out>/<model>.png (the loop's sample grid at the last mark) and
+<out>/curve.png. Training runs go to --runs (default runs/gan_quality/<data>).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from _common import ROOT, command_line, load_average, machine_info, markdown_table, write_json
+
+DATASETS = ("fashion-mnist", "toy-faces", "captioned-mnist")
+ENCODERS = ("minilm", "smollm2", "trainable")
+# The issue's targets (Fashion-MNIST, 32 x 32, 15 minutes) and its DCGAN reference numbers.
+TARGETS = {"fashion-mnist": {"minutes": 15, "fid_max": 30.0, "probe_all_correct_min": 0.95,
+                             "dcgan_reference": {"fid": 110.0, "probe_all_correct": 0.94}}}
+SMOKE = {"minutes": 0.4, "checkpoints_at": "0.2", "n_eval": 200, "diversity_prompts": 10, "diversity_seeds": 3,
+         "r_repeats": 1}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", choices=DATASETS, default="fashion-mnist")
+    p.add_argument("--encoders", default=",".join(ENCODERS), help="comma list of text encoders ('' = none)")
+    p.add_argument("--baseline", choices=("dcgan", "none"), default="dcgan", help="class-conditioned baseline, same budget")
+    p.add_argument("--minutes", type=float,
+                   help="training budget per model, wall clock (default: the last --checkpoints-at mark, else 15; smoke 0.4)")
+    p.add_argument("--checkpoints-at", dest="checkpoints_at", default=None,
+                   help="comma list of earlier minute marks to evaluate at (the budget is always the last mark)")
+    p.add_argument("--n-eval", dest="n_eval", type=int, help="images per FID / probe evaluation (default 10000; smoke 200)")
+    p.add_argument("--n-secondary", dest="n_secondary", type=int,
+                   help="prompts for the held-out paraphrase / combination evaluations (default: n-eval)")
+    p.add_argument("--secondary-fid", dest="secondary_fid", action="store_true",
+                   help="also FID/KID/PR (and diversity) for the held-out phrasing / combinations")
+    p.add_argument("--diversity-prompts", dest="diversity_prompts", type=int, help="LPIPS diversity prompts (default 50)")
+    p.add_argument("--diversity-seeds", dest="diversity_seeds", type=int, help="seeds per diversity prompt (default 5)")
+    p.add_argument("--r-repeats", dest="r_repeats", type=int, help="R-precision candidate draws (default 3)")
+    p.add_argument("--eval-batch", dest="eval_batch", type=int, default=100, help="images per generate call (protocol: 100)")
+    p.add_argument("--batch", type=int, default=32, help="training batch")
+    p.add_argument("--seed", type=int, default=0, help="training seed (evaluation uses the protocol's seed 0)")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch CPU threads (training and evaluation)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                   help="a TrainConfig setting for the text GANs, dotted, JSON value: --set model.generator.ngf=48")
+    p.add_argument("--runs", help="root of the training run folders (default runs/gan_quality/<data>)")
+    p.add_argument("--out", help="result folder (default docs/gan_<data>; smoke: runs/gan_quality_smoke/<data>/report)")
+    p.add_argument("--fresh", action="store_true", help="delete earlier runs and results of this benchmark first")
+    p.add_argument("--smoke", action="store_true", help="tiny budget and sample counts: checks the script end to end")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    args = p.parse_args(argv)
+
+    defaults = dict(minutes=15.0, checkpoints_at="", n_eval=10_000, diversity_prompts=50, diversity_seeds=5, r_repeats=3)
+    if args.smoke:
+        defaults.update(SMOKE)
+    if args.minutes is None and args.checkpoints_at:  # --checkpoints-at 15,30,60 alone: a 60-minute budget
+        try:
+            args.minutes = max(float(m) for m in args.checkpoints_at.split(",") if m.strip())
+        except ValueError:
+            p.error(f"--checkpoints-at wants comma-separated minutes, got {args.checkpoints_at!r}")
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.n_secondary = args.n_secondary or args.n_eval
+    marks = sorted({float(m) for m in args.checkpoints_at.split(",") if m.strip()} | {float(args.minutes)})
+    if marks[0] <= 0 or marks[-1] != float(args.minutes):
+        p.error(f"minute marks must be positive and at most --minutes ({args.minutes}); got {args.checkpoints_at}")
+    args.marks = marks
+    args.encoders = [e.strip() for e in args.encoders.split(",") if e.strip()]
+    args.models = args.encoders + (["dcgan"] if args.baseline == "dcgan" else [])
+    if not args.models:
+        p.error("nothing to train: give --encoders and/or --baseline dcgan")
+    smoke_root = Path("runs") / "gan_quality_smoke" / args.data
+    args.runs = Path(args.runs or (smoke_root / "runs" if args.smoke else Path("runs") / "gan_quality" / args.data))
+    args.out = Path(args.out or (smoke_root / "report" if args.smoke else ROOT / "docs" / f"gan_{args.data}"))
+    return args
+
+
+# ---------------------------------------------------------------------------------------------
+# Training in segments
+# ---------------------------------------------------------------------------------------------
+
+def model_settings(args) -> dict:
+    """TrainConfig overrides from --set (the text GANs only: the baseline keeps its own recipe)."""
+    from wordcanvas.train.config import set_dotted
+
+    data: dict = {}
+    for item in args.settings:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set wants KEY=VALUE, got {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        set_dotted(data, key.strip(), value)
+    return data
+
+
+def train_config(args, name: str, run_dir: Path, minutes: float):
+    from wordcanvas.train.config import TrainConfig
+
+    family = "dcgan" if name == "dcgan" else "gan"
+    base = dict(family=family, data=args.data, encoder=name if family == "gan" else "minilm", out=str(run_dir),
+                minutes=minutes, batch=args.batch, seed=args.seed, threads=args.threads, device=args.device,
+                log_every=50, sample_every=0, ckpt_every=0, keep_last=len(args.marks) + 1, progress=args.progress)
+    data = TrainConfig(**base).to_dict()
+    if family == "gan":
+        for key, value in model_settings(args).items():
+            data[key] = {**data[key], **value} if isinstance(value, dict) and isinstance(data.get(key), dict) else value
+        data.update(out=str(run_dir), minutes=minutes, steps=None)
+    return TrainConfig.from_dict(data)
+
+
+def rewind(run_dir: Path, step: int) -> None:
+    """Drop checkpoints past `step` (a segment cut short before its mark was evaluated), so the
+    next segment starts exactly at the last evaluated mark."""
+    from wordcanvas.train.checkpoint import step_folders
+
+    if step == 0:
+        if run_dir.exists():
+            print(f"{run_dir}: no mark evaluated yet; starting this model afresh", file=sys.stderr)
+            shutil.rmtree(run_dir)
+        return
+    for folder in step_folders(run_dir / "checkpoints"):
+        if int(folder.name.split("-")[1]) > step:
+            print(f"{run_dir}: removing {folder.name}, past the last evaluated mark (step {step})", file=sys.stderr)
+            shutil.rmtree(folder)
+
+
+def train_time_s(run_dir: Path) -> float | None:
+    from wordcanvas.train.logging import read_log
+
+    records = [r for r in read_log(run_dir / "log.jsonl") if r.get("kind") == "train"]
+    return records[-1]["time"] if records else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------------
+
+def generate_fn(fam, name: str, prompt_sets: list):
+    """(texts, seed) -> images for evaluate_generator. The DCGAN gets each prompt's class label
+    (looked up from the evaluation prompts); a prompt that does not name it gets a seeded random class."""
+    if name != "dcgan":
+        return lambda texts, seed: fam.generate(texts, seed)
+    import torch
+
+    from wordcanvas.data.base import Prompt
+
+    lookup = {p.text: p.labels for prompts in prompt_sets for p in prompts}
+
+    def generate(texts: list[str], seed: int):
+        labels = torch.tensor([lookup.get(t, {}).get(fam.label, -1) for t in texts])
+        missing = labels < 0
+        if missing.any():
+            g = torch.Generator().manual_seed(seed)
+            labels[missing] = torch.randint(len(fam.classes), (int(missing.sum()),), generator=g)
+        return fam.generate([Prompt(t, {fam.label: int(k)}) for t, k in zip(texts, labels.tolist())], seed)
+
+    return generate
+
+
+def faithfulness(generate, data: str, n: int, heldout: bool, split: str, batch_size: int, r_repeats: int,
+                 progress: bool, seed: int = 0) -> dict:
+    """Probe scores and R-precision only (no Inception): evaluate_generator's prompts, seeds, probe,
+    dual encoder and candidate pool, for the secondary (held-out) evaluations."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from wordcanvas.data import load_dataset
+    from wordcanvas.metrics.evaluate import BATCH_SEED_STRIDE, POOL_SEED, POOL_SIZE
+    from wordcanvas.metrics.probes import load_probe, score_predictions
+    from wordcanvas.metrics.rprecision import candidate_pool, load_dual_encoder, r_precision, scheme_of
+
+    start = time.time()
+    prompt_set = load_dataset(data, split, seed=seed)
+    prompts = prompt_set.eval_prompts(n, seed=seed, heldout=heldout)
+    probe, dual = load_probe(data), load_dual_encoder(data)
+    predictions, embeddings = [], []
+    for b, lo in enumerate(tqdm(range(0, n, batch_size), desc=f"generate {split}{' heldout phrasing' if heldout else ''}",
+                                unit="batch", disable=not progress, leave=False)):
+        chunk = prompts[lo:lo + batch_size]
+        images = generate([p.text for p in chunk], seed * BATCH_SEED_STRIDE + b).detach().float().cpu().clamp(-1, 1)
+        predictions.append(probe.predict(images))
+        embeddings.append(dual.embed_images(images))
+    preds = {k: torch.cat([p[k] for p in predictions]) for k in predictions[0]}
+    scores = score_predictions(preds, prompts, probe.config.scheme)
+    scores["probe"] = {"version": probe.config.version, "sha256": probe.weights_sha256}
+    scores["real_ceiling"] = probe.meta.get("real_test")
+    pool = candidate_pool(prompt_set, POOL_SIZE, POOL_SEED, heldout)
+    rp = r_precision(dual, None, prompts, pool, seed=seed, repeats=r_repeats, scheme=scheme_of(data),
+                     label_names=list(prompt_set.label_spec.classes), image_embeddings=torch.cat(embeddings))
+    rp["real"] = dual.meta.get("real_test_heldout_phrasing" if heldout else "real_test")
+    return {"kind": "faithfulness", "dataset": data, "split": split, "heldout_phrasing": heldout, "n": n,
+            "seed": seed, "probe": scores, "r_precision": rp, "seconds": round(time.time() - start, 1)}
+
+
+def secondary_evaluations(data: str) -> list[tuple[str, bool, str]]:
+    """(name, heldout phrasing, split) of the evaluations beside the main one."""
+    out = [("heldout_phrasing", True, "test")]
+    if data == "toy-faces":
+        out.append(("heldout_combinations", False, "heldout"))
+    return out
+
+
+def evaluate_mark(fam, name: str, args, extractor, floor: dict) -> dict:
+    from wordcanvas.data import load_dataset
+    from wordcanvas.metrics.evaluate import evaluate_generator
+
+    test = load_dataset(args.data, "test", seed=0)
+    prompt_sets = [test.eval_prompts(args.n_eval, seed=0)]
+    for _, heldout, split in secondary_evaluations(args.data):
+        source = test if split == "test" else load_dataset(args.data, split, seed=0)
+        prompt_sets.append(source.eval_prompts(args.n_secondary, seed=0, heldout=heldout))
+    generate = generate_fn(fam, name, prompt_sets)
+    common = dict(batch_size=args.eval_batch, extractor=extractor, r_repeats=args.r_repeats, progress=args.progress)
+
+    main = evaluate_generator(generate, args.data, n=args.n_eval, floor=False, diversity_prompts=args.diversity_prompts,
+                              diversity_seeds=args.diversity_seeds, **common)
+    main["floor"] = floor
+    samples = main.pop("_samples", None)
+    out = {"main": main}
+    for key, heldout, split in secondary_evaluations(args.data):
+        if args.secondary_fid:
+            r = evaluate_generator(generate, args.data, n=args.n_secondary, heldout=heldout, split=split, floor=False,
+                                   diversity_prompts=args.diversity_prompts, diversity_seeds=args.diversity_seeds, **common)
+            r.pop("_samples", None)
+        else:
+            r = faithfulness(generate, args.data, args.n_secondary, heldout, split, args.eval_batch, args.r_repeats,
+                             args.progress)
+        out[key] = r
+    return out, samples
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------
+
+def row_of(name: str, mark: dict, baseline: dict | None) -> dict:
+    ev = mark["eval"]
+    main, para = ev["main"], ev.get("heldout_phrasing", {})
+    combos = ev.get("heldout_combinations")
+    row = {"model": name, "minutes": mark["minutes"], "step": mark["step"], "kimg": mark["images_seen"] / 1000,
+           "fid": main["fid"], "floor": main["floor"]["fid"], "kid": main["kid"], "precision": main["precision"],
+           "recall": main["recall"], "probe": main["probe"]["all_correct"],
+           "probe_para": para.get("probe", {}).get("all_correct"),
+           "probe_combo": combos["probe"]["all_correct"] if combos else None,
+           "rprec": main["r_precision"]["r_precision"], "rprec_para": para.get("r_precision", {}).get("r_precision"),
+           "lpips": main.get("diversity", {}).get("lpips_diversity")}
+    if baseline is not None:
+        b = baseline["eval"]["main"]
+        row["fid_vs_dcgan"] = row["fid"] / b["fid"]
+        row["probe_vs_dcgan"] = row["probe"] / b["probe"]["all_correct"] if b["probe"]["all_correct"] else None
+    return row
+
+
+def ordered(results: dict) -> list[tuple[str, dict]]:
+    """Models in the order they were asked for (the JSON file stores them sorted), the baseline last."""
+    names = sorted(results["models"], key=lambda n: (n == "dcgan", results["settings"]["models"].index(n)
+                                                     if n in results["settings"]["models"] else 99))
+    return [(n, results["models"][n]) for n in names]
+
+
+def table_rows(results: dict) -> list[dict]:
+    rows = []
+    base = {m["minutes"]: m for m in results["models"].get("dcgan", {}).get("marks", [])}
+    for name, model in ordered(results):
+        for mark in model["marks"]:
+            rows.append(row_of(name, mark, base.get(mark["minutes"]) if name != "dcgan" else None))
+    return rows
+
+
+def attribute_rows(results: dict) -> list[dict]:
+    """Per-attribute probe accuracy at each model's last mark (main prompts and held-out phrasing)."""
+    rows = []
+    for name, model in ordered(results):
+        if not model["marks"]:
+            continue
+        ev = model["marks"][-1]["eval"]
+        for key in ("main", "heldout_phrasing", "heldout_combinations"):
+            if key not in ev:
+                continue
+            for attr, v in ev[key]["probe"]["per_attribute"].items():
+                ceiling = ((ev[key]["probe"].get("real_ceiling") or {}).get("per_attribute") or {}).get(attr)
+                rows.append({"model": name, "prompts": key.replace("_", " "), "attribute": attr, "n": v["count"],
+                             "accuracy": v["accuracy"], "real": ceiling})
+    return rows
+
+
+def target_lines(results: dict) -> list[str]:
+    target = TARGETS.get(results["settings"]["data"])
+    if not target:
+        return []
+    lines = [f"Targets ({results['settings']['data']}, {target['minutes']} min): FID <= {target['fid_max']:g} and "
+             f"probe accuracy >= {target['probe_all_correct_min']:.0%}; DCGAN reference about FID "
+             f"{target['dcgan_reference']['fid']:g} / {target['dcgan_reference']['probe_all_correct']:.0%}."]
+    n = results["settings"]["n_eval"]
+    for name, model in ordered(results):
+        mark = next((m for m in model["marks"] if m["minutes"] == target["minutes"]), None)
+        if mark is None:
+            continue
+        fid, acc = mark["eval"]["main"]["fid"], mark["eval"]["main"]["probe"]["all_correct"]
+        met = fid <= target["fid_max"] and acc >= target["probe_all_correct_min"]
+        lines.append(f"- {name}: FID {fid:.1f}, probe {acc:.1%} -> {'met' if met else 'not met'}"
+                     + ("" if n >= 10_000 else f" (n = {n}: FID is biased upwards below 10,000; not a target check)"))
+    return lines
+
+
+def write_report(results: dict, out: Path) -> None:
+    s, m = results["settings"], results["machine"]
+    rows = table_rows(results)
+    main_cols = [("model", "model", ""), ("min", "minutes", ">g"), ("steps", "step", ">d"), ("kimg", "kimg", ">.1f"),
+                 ("FID", "fid", ">.2f"), ("floor", "floor", ">.2f"), ("KID", "kid", ">.4f"), ("prec", "precision", ">.3f"),
+                 ("recall", "recall", ">.3f"), ("probe all-correct", "probe", ">.3f"),
+                 ("probe, held-out phrasing", "probe_para", ">.3f")]
+    if any(r["probe_combo"] is not None for r in rows):
+        main_cols.append(("probe, held-out combos", "probe_combo", ">.3f"))
+    main_cols += [("R-prec", "rprec", ">.3f"), ("R-prec, held-out phrasing", "rprec_para", ">.3f"),
+                  ("LPIPS div", "lpips", ">.3f"), ("FID / DCGAN", "fid_vs_dcgan", ">.2f"),
+                  ("probe / DCGAN", "probe_vs_dcgan", ">.2f")]
+    first = next((mk["eval"]["main"] for mod in results["models"].values() for mk in mod["marks"]), None)
+    lines = [f"# GAN quality on {s['data']}{' (SMOKE RUN: tiny budget and sample counts, not results)' if s['smoke'] else ''}", "",
+             f"Each model trained for {s['minutes']:g} wall-clock minutes (evaluated at {', '.join(f'{x:g}' for x in s['marks'])} min) "
+             f"with batch {s['batch']}, seed {s['seed']}, threads: {s['threads']}, device: {results.get('device', s['device'])}; "
+             f"{m['cpu']} ({m['cpu_count']} cores){', ' + m['cuda'] if m.get('cuda') else ''}; "
+             f"torch {m['torch']}. Load average {results['load_average']['start']} at start, "
+             f"{results['load_average'].get('end', '?')} at the end.", "",
+             f"Evaluation: protocol `{first['protocol'] if first else '?'}`, n = {s['n_eval']} generated images for the "
+             f"test split's evaluation prompts (seed 0) against the first {s['n_eval']} real test images; floor = "
+             f"real train vs real test at the same n. Held-out evaluations: n = {s['n_secondary']}"
+             f"{', probes and R-precision only' if not s['secondary_fid'] else ''}. Diversity: {s['diversity_prompts']} prompts x "
+             f"{s['diversity_seeds']} seeds. The DCGAN reads no text: it is given each prompt's class (an oracle).", "",
+             markdown_table(rows, main_cols), ""]
+    lines += target_lines(results)
+    attrs = attribute_rows(results)
+    if attrs:
+        lines += ["", "## Probe accuracy per attribute (last mark)", "",
+                  markdown_table(attrs, [("model", "model", ""), ("prompts", "prompts", ""), ("attribute", "attribute", ""),
+                                         ("n", "n", ">d"), ("accuracy", "accuracy", ">.3f"), ("real images", "real", ">.3f")])]
+    grids = [f"![{name}]({name}.png)" for name, _ in ordered(results) if (out / f"{name}.png").exists()]
+    if grids:
+        lines += ["", "## Samples (fixed prompts and noise, last mark)", "", *grids]
+    if (out / "curve.png").exists():
+        lines += ["", "## Curves", "", "![curves](curve.png)"]
+    lines += ["", f"Command: `{results['command']}`", ""]
+    (out / "README.md").write_text("\n".join(lines))
+
+
+def plot_curves(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for name, model in ordered(results):
+        marks = model["marks"]
+        if not marks:
+            continue
+        x = [mk["minutes"] for mk in marks]
+        axes[0].plot(x, [mk["eval"]["main"]["fid"] for mk in marks], "o-", label=name)
+        axes[1].plot(x, [mk["eval"]["main"]["probe"]["all_correct"] for mk in marks], "o-", label=name)
+    floor = next((mk["eval"]["main"]["floor"]["fid"] for m in results["models"].values() for mk in m["marks"]), None)
+    if floor is not None:
+        axes[0].axhline(floor, color="grey", ls="--", label="real vs real")
+    axes[0].set(xlabel="training minutes", ylabel=f"FID (n = {results['settings']['n_eval']})", yscale="log")
+    axes[1].set(xlabel="training minutes", ylabel="probe all-correct", ylim=(0, 1))
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------
+
+def settings_record(args) -> dict:
+    return {"data": args.data, "models": args.models, "minutes": args.minutes, "marks": args.marks,
+            "n_eval": args.n_eval, "n_secondary": args.n_secondary, "secondary_fid": args.secondary_fid,
+            "diversity_prompts": args.diversity_prompts, "diversity_seeds": args.diversity_seeds,
+            "r_repeats": args.r_repeats, "eval_batch": args.eval_batch, "batch": args.batch, "seed": args.seed,
+            "eval_seed": 0, "threads": args.threads, "device": args.device, "settings": args.settings,
+            "smoke": args.smoke}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import torch
+
+    from wordcanvas.metrics.evaluate import evaluate_real_vs_real
+    from wordcanvas.metrics.inception import InceptionFeatures
+    from wordcanvas.train.loop import resolve_device, train
+
+    torch.set_num_threads(args.threads)
+    results_path = args.out / "results.json"
+    if args.fresh:
+        shutil.rmtree(args.runs, ignore_errors=True)
+        results_path.unlink(missing_ok=True)
+    settings = settings_record(args)
+    results = json.loads(results_path.read_text()) if results_path.exists() else None
+    if results is not None:
+        old = {k: v for k, v in results["settings"].items() if k != "models"}
+        if old != {k: v for k, v in settings.items() if k != "models"}:
+            raise SystemExit(f"{results_path} holds results of other settings; use --fresh or another --out")
+        results["settings"]["models"] = list(dict.fromkeys(results["settings"]["models"] + args.models))
+    else:
+        results = {"settings": settings, "models": {}}
+    results["command"] = command_line()
+    results["machine"] = machine_info(threads=args.threads)
+    results["load_average"] = {"start": load_average()}
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    device = resolve_device(args.device)
+    results["device"] = str(device)
+    extractor = InceptionFeatures(device=device, threads=args.threads)
+    floor = {k: v for k, v in evaluate_real_vs_real(args.data, args.n_eval, 0, extractor, args.progress).items()
+             if k in ("fid", "kid", "kid_std", "precision", "recall", "n", "seconds")}
+    results["floor"] = floor
+
+    for name in args.models:
+        model = results["models"].setdefault(name, {"marks": []})
+        run_dir = args.runs / name
+        done = {mk["minutes"] for mk in model["marks"]}
+        rewind(run_dir, model["marks"][-1]["step"] if model["marks"] else 0)
+        previous = max(done, default=0.0)
+        for minutes in args.marks:
+            if minutes in done:
+                continue
+            cfg = train_config(args, name, run_dir, minutes - previous)
+            print(f"== {name}: training to {minutes:g} min (segment of {minutes - previous:g} min)", file=sys.stderr)
+            wall = time.time()
+            result = train(cfg)
+            wall = time.time() - wall
+            print(f"== {name}: evaluating at {minutes:g} min (step {result.step})", file=sys.stderr)
+            evaluation, samples = evaluate_mark(result.family, name, args, extractor, floor)
+            if samples is not None:  # the first evaluation images, for a look at what was scored
+                from wordcanvas.utils.io import make_grid, tensor_to_pil
+
+                tensor_to_pil(make_grid(samples, nrow=8)).save(run_dir / f"eval-{minutes:g}min.png")
+            model["marks"].append({"minutes": minutes, "step": result.step, "images_seen": result.images_seen,
+                                   "train_time_s": train_time_s(run_dir), "segment_wall_s": round(wall, 1),
+                                   "run_dir": str(run_dir), "eval": evaluation})
+            model["params"] = {k: sum(p.numel() for p in m.parameters()) for k, m in result.family.modules.items()}
+            previous = minutes
+            del result
+            grids = sorted((run_dir / "samples").glob("step-*.png"))
+            if grids:
+                shutil.copyfile(grids[-1], args.out / f"{name}.png")
+            results["load_average"]["end"] = load_average()
+            write_json(results_path, results)
+            plot_curves(results, args.out / "curve.png")
+            write_report(results, args.out)
+    results["load_average"]["end"] = load_average()
+    write_json(results_path, results)
+    plot_curves(results, args.out / "curve.png")
+    write_report(results, args.out)
+    print((args.out / "README.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
