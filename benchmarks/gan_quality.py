@@ -157,10 +157,11 @@ def rewind(run_dir: Path, step: int) -> None:
 
 
 def train_time_s(run_dir: Path) -> float | None:
-    from wordcanvas.train.logging import read_log
+    """Seconds spent in optimisation steps so far (the newest checkpoint's count, across resumes)."""
+    from wordcanvas.train.checkpoint import latest_good_checkpoint, load_training_state
 
-    records = [r for r in read_log(run_dir / "log.jsonl") if r.get("kind") == "train"]
-    return records[-1]["time"] if records else None
+    found = latest_good_checkpoint(run_dir / "checkpoints")
+    return round(float(load_training_state(found[0]).get("train_time_s", 0.0)), 1) if found else None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -217,8 +217,8 @@ def write_markdown(result: dict, path: Path) -> None:
         f"fp32 throughout; no GPU. 'load after': the 1-minute load average right after each row "
         "(this process included, so about the thread count on a quiet machine).", "",
         *[f"The {section} rows come from an earlier run (`{info['command']}`, load {info['load_average']['start']} "
-          f"at start, {info['load_average'].get('end')} at the end)." for section, info in
-          result.get("kept_from_earlier_run", {}).items()], "",
+          f"at start, {info['load_average'].get('end')} at the end).\n" for section, info in
+          result.get("kept_from_earlier_run", {}).items()],
         "## Training", "",
         f"One optimisation step of the text-conditioned GAN (`GANFamily.step`: D on real / mismatched / fake with "
         f"DiffAugment, MA-GP every 4th step, then G) plus the EMA update, batch {result['settings']['batch']} of real "
