@@ -73,7 +73,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="a TrainConfig setting for the text GANs, dotted, JSON value: --set model.generator.ngf=48")
     p.add_argument("--runs", help="root of the training run folders (default runs/gan_quality/<data>)")
     p.add_argument("--out", help="result folder (default docs/gan_<data>; smoke: runs/gan_quality_smoke/<data>/report)")
-    p.add_argument("--fresh", action="store_true", help="delete earlier runs and results of this benchmark first")
+    p.add_argument("--fresh", action="store_true", help="delete <runs>/<model> of the models named and <out>/results.json first")
     p.add_argument("--smoke", action="store_true", help="tiny budget and sample counts: checks the script end to end")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     args = p.parse_args(argv)
@@ -98,8 +98,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.models = args.encoders + (["dcgan"] if args.baseline == "dcgan" else [])
     if not args.models:
         p.error("nothing to train: give --encoders and/or --baseline dcgan")
-    smoke_root = Path("runs") / "gan_quality_smoke" / args.data
-    args.runs = Path(args.runs or (smoke_root / "runs" if args.smoke else Path("runs") / "gan_quality" / args.data))
+    smoke_root = ROOT / "runs" / "gan_quality_smoke" / args.data
+    args.runs = Path(args.runs or (smoke_root / "runs" if args.smoke else ROOT / "runs" / "gan_quality" / args.data))
     args.out = Path(args.out or (smoke_root / "report" if args.smoke else ROOT / "docs" / f"gan_{args.data}"))
     return args
 
@@ -154,6 +154,14 @@ def rewind(run_dir: Path, step: int) -> None:
         if int(folder.name.split("-")[1]) > step:
             print(f"{run_dir}: removing {folder.name}, past the last evaluated mark (step {step})", file=sys.stderr)
             shutil.rmtree(folder)
+
+
+def relative(path: Path) -> str:
+    """The path relative to the checkout when inside it (result files name no machine paths)."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 def train_time_s(run_dir: Path) -> float | None:
@@ -428,16 +436,23 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     results_path = args.out / "results.json"
-    if args.fresh:
-        shutil.rmtree(args.runs, ignore_errors=True)
+    if args.fresh:  # only this benchmark's own folders: <runs>/<model> and the results file
+        for name in args.models:
+            shutil.rmtree(args.runs / name, ignore_errors=True)
         results_path.unlink(missing_ok=True)
     settings = settings_record(args)
     results = json.loads(results_path.read_text()) if results_path.exists() else None
     if results is not None:
-        old = {k: v for k, v in results["settings"].items() if k != "models"}
-        if old != {k: v for k, v in settings.items() if k != "models"}:
+        free = ("models", "minutes", "marks")  # more models, or a longer curve, may be added later
+        old = {k: v for k, v in results["settings"].items() if k not in free}
+        if old != {k: v for k, v in settings.items() if k not in free}:
             raise SystemExit(f"{results_path} holds results of other settings; use --fresh or another --out")
-        results["settings"]["models"] = list(dict.fromkeys(results["settings"]["models"] + args.models))
+        old_marks = results["settings"]["marks"]
+        if not set(old_marks) <= set(args.marks) or min(set(args.marks) - set(old_marks), default=1e9) < max(old_marks):
+            raise SystemExit(f"{results_path} was evaluated at {old_marks} minutes; a rerun may only add later marks "
+                             f"(got {args.marks}); use --fresh or another --out")
+        results["settings"].update(models=list(dict.fromkeys(results["settings"]["models"] + args.models)),
+                                   minutes=args.minutes, marks=args.marks)
     else:
         results = {"settings": settings, "models": {}}
     results["command"] = command_line()
@@ -474,7 +489,7 @@ def main(argv=None) -> int:
                 tensor_to_pil(make_grid(samples, nrow=8)).save(run_dir / f"eval-{minutes:g}min.png")
             model["marks"].append({"minutes": minutes, "step": result.step, "images_seen": result.images_seen,
                                    "train_time_s": train_time_s(run_dir), "segment_wall_s": round(wall, 1),
-                                   "run_dir": str(run_dir), "eval": evaluation})
+                                   "run_dir": relative(run_dir), "eval": evaluation})
             model["params"] = {k: sum(p.numel() for p in m.parameters()) for k, m in result.family.modules.items()}
             previous = minutes
             del result
