@@ -110,18 +110,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def model_settings(args) -> dict:
     """TrainConfig overrides from --set (the text GANs only: the baseline keeps its own recipe)."""
-    from wordcanvas.train.config import set_dotted
+    from wordcanvas.train.config import apply_settings
 
-    data: dict = {}
-    for item in args.settings:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set wants KEY=VALUE, got {item!r}")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        set_dotted(data, key.strip(), value)
+    try:
+        data = apply_settings({}, args.settings)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     return data
 
 

@@ -48,7 +48,7 @@ def build_config(args: argparse.Namespace):
     """Settings in order of precedence: CLI flags > --config file > the run folder's config.json > defaults."""
     from pathlib import Path
 
-    from wordcanvas.train.config import TrainConfig, set_dotted
+    from wordcanvas.train.config import TrainConfig, apply_settings
 
     data = TrainConfig().to_dict()
     saved = Path(args.out) / "config.json"
@@ -66,15 +66,7 @@ def build_config(args: argparse.Namespace):
             data[name] = value
     if args.steps is not None or args.minutes is not None:  # a length on the command line replaces the saved one
         data["steps"], data["minutes"] = args.steps, args.minutes
-    for item in args.settings:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set wants KEY=VALUE, got {item!r}")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw  # a bare string
-        set_dotted(data, key.strip(), value)
+    apply_settings(data, args.settings)
     data["resume"] = bool(args.resume)
     data["progress"] = bool(args.progress)
     return TrainConfig.from_dict(data)

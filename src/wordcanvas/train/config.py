@@ -93,3 +93,17 @@ def set_dotted(data: dict, key: str, value: Any) -> None:
         if not isinstance(node, dict):
             raise ValueError(f"cannot set {key!r}: {name!r} is not a group of settings")
     node[last] = value
+
+
+def apply_settings(data: dict, items: list[str]) -> dict:
+    """Apply `--set KEY=VALUE` items (VALUE as JSON, else a bare string) to a settings dict."""
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set wants KEY=VALUE, got {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw  # a bare string
+        set_dotted(data, key.strip(), value)
+    return data
