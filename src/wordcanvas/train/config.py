@@ -17,7 +17,9 @@ class TrainConfig:
     resolution: int | None = None         # image size; None = the dataset's default
     out: str = "runs/gan"                 # run folder (config, log, samples, checkpoints, final model)
     steps: int | None = None              # total optimisation steps, counted across resumes
-    minutes: float | None = None          # wall-clock budget of this invocation (stops at a step boundary)
+    minutes: float | None = None          # time budget of this invocation (stops at a step boundary)
+    budget_clock: str = "wall"            # what `minutes` counts: "wall" clock, or "cpu" = process CPU time / threads
+                                          # (dedicated-core minutes: a budget that other jobs on the machine cannot eat)
     batch: int = 32                       # per-process batch; global batch = batch x world size
     lr: float | None = None               # generator / main model learning rate; None = family default
     lr_d: float | None = None             # discriminator learning rate; None = family default
@@ -48,6 +50,8 @@ class TrainConfig:
             self.betas = tuple(float(b) for b in self.betas)
         if self.best_mode not in ("min", "max"):
             raise ValueError(f"best_mode must be 'min' or 'max', got {self.best_mode!r}")
+        if self.budget_clock not in ("wall", "cpu"):
+            raise ValueError(f"budget_clock must be 'wall' or 'cpu', got {self.budget_clock!r}")
         if self.batch < 1:
             raise ValueError(f"batch must be >= 1, got {self.batch}")
         if self.keep_last < 1:

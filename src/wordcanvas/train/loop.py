@@ -294,6 +294,14 @@ def _check_same_run(run_dir: Path, cfg: TrainConfig) -> None:
                          "use another --out folder or the same settings to resume")
 
 
+def budget_clock(kind: str, threads: int) -> Callable[[], float]:
+    """Seconds for the training budget: the wall clock, or this process's CPU time divided by its
+    threads, which counts only the compute the run received (on a shared machine, a fair budget)."""
+    if kind == "cpu":
+        return lambda: time.process_time() / max(threads, 1)
+    return time.time
+
+
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -426,8 +434,8 @@ def train(cfg: TrainConfig, *, dataset=None, encoder=None, evaluator: Evaluator 
     from tqdm import tqdm
 
     step, saved_at, stopped = start_step, start_step if found is not None else -1, False
-    session_start = time.time()
-    deadline = session_start + cfg.minutes * 60 if cfg.minutes is not None else None
+    budget_now = budget_clock(cfg.budget_clock, torch.get_num_threads())
+    deadline = budget_now() + cfg.minutes * 60 if cfg.minutes is not None else None
     bar = tqdm(total=end_step, initial=start_step, unit="step", dynamic_ncols=True,
                disable=not (cfg.progress and dist.main), desc=f"{fam.name} {run_dir.name}")
     sums: dict[str, torch.Tensor] = {}
@@ -480,7 +488,7 @@ def train(cfg: TrainConfig, *, dataset=None, encoder=None, evaluator: Evaluator 
                 _save_checkpoint(run_dir, fam, cfg, step, images_seen, train_time, best, order)
                 saved_at = step
             # stop (every rank agrees, so they leave at the same step)
-            out_of_time = deadline is not None and time.time() >= deadline
+            out_of_time = deadline is not None and budget_now() >= deadline
             if dist.any(stop.requested or out_of_time):
                 stopped = stop.requested
                 break
