@@ -198,3 +198,19 @@ def test_translation_moves_content_and_fills_with_zeros():
         assert set(kept.tolist()) <= set(x.flatten().tolist())
         rows = [r for r in out[0, 0] if (r != 0).any()]
         assert all(torch.all(torch.diff(r[r != 0]) == 1) for r in rows)  # each row is a shifted slice
+
+
+def test_class_lookup_reads_every_training_phrasing_and_refuses_unknown_words():
+    """The DCGAN baseline maps prompts to classes by the phrases of the training captions; the
+    fix for "a sweater" / "a boot" being refused, checked against every training caption."""
+    from wordcanvas.data import fashion_mnist as fm
+    from wordcanvas.train.gan_step import class_from_text
+
+    phrases = fm.class_phrases()
+    for k in range(len(fm.CLASS_NAMES)):
+        for caption in fm.train_captions(k):
+            assert class_from_text(caption, phrases) == k, caption
+    assert class_from_text("An Ankle Boot!", phrases) == fm.CLASS_NAMES.index("Ankle boot")  # longest match wins
+    assert class_from_text("a photo of a t-shirt", phrases) == 0  # "shirt" inside "t-shirt" is not a match
+    with pytest.raises(ValueError, match="reads no free text"):
+        class_from_text("a jumper", phrases)  # a held-out paraphrase: the baseline cannot know it

@@ -127,7 +127,7 @@ class TextToImage:
         if self.family == "dcgan":
             from wordcanvas.train.gan_step import class_from_text
 
-            labels = torch.tensor([class_from_text(p, self.classes) for p in prompts], device=self.device)
+            labels = torch.tensor([class_from_text(p, self.meta.get("class_phrases") or self.classes) for p in prompts], device=self.device)
             return self.generator(z, labels.repeat_interleave(n)).float()
         text = self.embed(prompts)
         index = torch.arange(len(prompts)).repeat_interleave(n)

@@ -60,6 +60,11 @@ class CaptionedDataset(Dataset):
         caption = caps[int(torch.randint(len(caps), (1,), generator=g))]
         return {"image": self.image(i), "caption": caption, "labels": self.labels(i)}
 
+    def class_phrases(self, label: str) -> list[list[str]]:
+        """Per class of `label`, the phrases that name it in captions (for the class-conditioned
+        baseline's prompt lookup); by default the class name and its '/'-separated alternatives."""
+        return [[a.strip().lower() for a in name.split("/") if a.strip()] for name in self.label_spec.classes[label]]
+
     def eval_prompts(self, n: int, seed: int = 0, heldout: bool = False) -> list[Prompt]:
         """Prompts with the labels they imply, for probe scoring of generated images.
 

@@ -71,6 +71,14 @@ def heldout_captions(k: int) -> list[str]:
     return [t.format(n) for t, n in itertools.product(HELDOUT_TEMPLATES, HELDOUT_NAMES[k])]
 
 
+def class_phrases() -> list[list[str]]:
+    """Per class: its name plus the training captions' nouns ("sweater", "boot"), never the held-out ones."""
+    articles = ("a pair of ", "an ", "a ", "some ")
+    nouns = [[next((n[len(a):] for a in articles if n.startswith(a)), n) for n in names] for names in TRAIN_NAMES]
+    names = [[a.lower() for a in name.split("/")] for name in CLASS_NAMES]
+    return [list(dict.fromkeys(b + n)) for b, n in zip(names, nouns)]
+
+
 def _read_idx(path: Path, magic: int, header: int) -> np.ndarray:
     raw = gzip.open(path, "rb").read()
     found = int.from_bytes(raw[:4], "big")
@@ -121,6 +129,9 @@ class FashionMNIST(CaptionedDataset):
 
     def labels(self, i: int) -> dict[str, int]:
         return {"class": int(self.targets[i])}
+
+    def class_phrases(self, label: str = "class") -> list[list[str]]:
+        return class_phrases()
 
     def eval_prompts(self, n: int, seed: int = 0, heldout: bool = False) -> list[Prompt]:
         """n prompts cycling through the 10 classes (balanced), phrasing drawn with `seed`."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import re
 from dataclasses import dataclass, field
 
 import torch
@@ -326,6 +327,7 @@ class DCGANFamily:
         if self.label not in spec:
             raise ValueError(f"dataset has no label {self.label!r}; it has {sorted(spec)}")
         self.classes = list(spec[self.label])
+        self.phrases = dataset.class_phrases(self.label)  # how prompts name each class (the baseline reads no text)
         mc = DCGANConfig(**{"resolution": cfg.resolution, "channels": dataset.channels,
                             "num_classes": len(self.classes), **s.model})
         self.G, self.D = DCGANGenerator(mc).to(device), DCGANDiscriminator(mc).to(device)
@@ -343,7 +345,7 @@ class DCGANFamily:
 
     def export_meta(self) -> dict:
         return {"family": self.name, "generator": "generator", "encoder": None, "label": self.label,
-                "classes": self.classes, "resolution": self.cfg.resolution, "channels": self.G.config.channels}
+                "classes": self.classes, "class_phrases": self.phrases, "resolution": self.cfg.resolution, "channels": self.G.config.channels}
 
     def step(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
         G, D = self.G, self.D
@@ -378,7 +380,7 @@ class DCGANFamily:
         out = []
         for p in prompts:
             k = p.labels.get(self.label, -1) if p.labels else -1
-            out.append(k if k >= 0 else class_from_text(p.text, self.classes))
+            out.append(k if k >= 0 else class_from_text(p.text, self.phrases))
         return torch.tensor(out, dtype=torch.long, device=self.device)
 
     @torch.no_grad()
@@ -400,16 +402,20 @@ class DCGANFamily:
         pass
 
 
-def class_from_text(text: str, classes: list[str]) -> int:
-    """Index of the class whose name (or a '/'-separated alternative) occurs in the text; longest wins."""
-    low = f" {text.lower()} "
+def class_from_text(text: str, phrases: list) -> int:
+    """Index of the class one of whose phrases occurs in the text as whole words; the longest
+    match wins ("ankle boot" over "boot"). `phrases` holds per class a list of phrases, or a class
+    name with '/'-separated alternatives."""
+    low = " " + re.sub(r"[^a-z0-9-]+", " ", text.lower()) + " "
     best, best_len = -1, 0
-    for i, name in enumerate(classes):
-        for alt in name.lower().split("/"):
-            alt = alt.strip()
-            if alt and alt in low and len(alt) > best_len:
-                best, best_len = i, len(alt)
+    for i, entry in enumerate(phrases):
+        for alt in ([entry] if isinstance(entry, str) else entry):
+            for word in alt.lower().split("/"):
+                word = " " + " ".join(re.sub(r"[^a-z0-9-]+", " ", word).split()) + " "
+                if word.strip() and word in low and len(word) > best_len:
+                    best, best_len = i, len(word)
     if best < 0:
-        raise ValueError(f"prompt {text!r} names none of the classes {classes}")
+        known = ", ".join(e if isinstance(e, str) else "/".join(e[:3]) for e in phrases)
+        raise ValueError(f"prompt {text!r} names none of the classes of this class-conditioned model "
+                         f"(it reads no free text; name one of: {known})")
     return best
-
