@@ -43,7 +43,8 @@ ENCODERS = ("minilm", "smollm2", "trainable")
 # The issue's targets (Fashion-MNIST, 32 x 32, 15 minutes) and its DCGAN reference numbers.
 TARGETS = {"fashion-mnist": {"minutes": 15, "fid_max": 30.0, "probe_all_correct_min": 0.95,
                              "dcgan_reference": {"fid": 110.0, "probe_all_correct": 0.94}}}
-CLOCK_WORDS = {"wall": "wall-clock", "cpu": "dedicated-core (process CPU time / threads)"}
+CLOCK_WORDS = {"wall": "wall-clock", "cpu": "dedicated-core (process CPU time / threads)",
+               "steps": "reference-machine (a fixed step count: minutes x the model's measured idle images/s)"}
 SMOKE = {"minutes": 0.4, "checkpoints_at": "0.2", "n_eval": 200, "diversity_prompts": 10, "diversity_seeds": 3,
          "r_repeats": 1}
 
@@ -55,9 +56,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--baseline", choices=("dcgan", "none"), default="dcgan", help="class-conditioned baseline, same budget")
     p.add_argument("--minutes", type=float,
                    help="training budget per model, wall clock (default: the last --checkpoints-at mark, else 15; smoke 0.4)")
-    p.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
-                   help="what the budget counts: 'cpu' = process CPU time / threads (dedicated-core minutes, "
-                        "fair on a shared machine; default) or 'wall' clock")
+    p.add_argument("--clock", choices=("wall", "cpu", "steps"), default="wall",
+                   help="what a budget minute is: 'wall' clock (default; needs an idle machine), 'cpu' = process "
+                        "CPU time / threads, or 'steps' = the optimisation steps the model makes in that time on an "
+                        "idle reference machine, from its measured training rate (--rate); deterministic, so the "
+                        "result does not depend on the machine's load")
+    p.add_argument("--rate", action="append", default=[], metavar="MODEL=IMAGES_PER_S",
+                   help="with --clock steps: training images/s of each model on the reference machine "
+                        "(benchmarks/gan_speed.py), e.g. --rate minilm=137.1 --rate dcgan=595.3")
     p.add_argument("--checkpoints-at", dest="checkpoints_at", default=None,
                    help="comma list of earlier minute marks to evaluate at (the budget is always the last mark)")
     p.add_argument("--n-eval", dest="n_eval", type=int, help="images per FID / probe evaluation (default 10000; smoke 200)")
@@ -100,6 +106,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.marks = marks
     args.encoders = [e.strip() for e in args.encoders.split(",") if e.strip()]
     args.models = args.encoders + (["dcgan"] if args.baseline == "dcgan" else [])
+    try:
+        args.rates = {k.strip(): float(v) for k, v in (r.split("=", 1) for r in args.rate)}
+    except ValueError:
+        p.error(f"--rate wants MODEL=IMAGES_PER_S, got {args.rate}")
+    if args.clock == "steps" and set(args.models) - set(args.rates):
+        p.error(f"--clock steps needs --rate for every model; missing {sorted(set(args.models) - set(args.rates))}")
     if not args.models:
         p.error("nothing to train: give --encoders and/or --baseline dcgan")
     smoke_root = ROOT / "runs" / "gan_quality_smoke" / args.data
@@ -123,18 +135,25 @@ def model_settings(args) -> dict:
     return data
 
 
-def train_config(args, name: str, run_dir: Path, minutes: float):
+def budget_steps(args, name: str, minutes: float) -> int:
+    """Total steps that `minutes` of training make at the model's reference rate (--clock steps)."""
+    return max(1, round(minutes * 60 * args.rates[name] / args.batch))
+
+
+def train_config(args, name: str, run_dir: Path, minutes: float, mark: float):
     from wordcanvas.train.config import TrainConfig
 
     family = "dcgan" if name == "dcgan" else "gan"
     base = dict(family=family, data=args.data, encoder=name if family == "gan" else "minilm", out=str(run_dir),
-                minutes=minutes, budget_clock=args.clock, batch=args.batch, seed=args.seed, threads=args.threads, device=args.device,
+                minutes=minutes, budget_clock="cpu" if args.clock == "cpu" else "wall", batch=args.batch, seed=args.seed, threads=args.threads, device=args.device,
                 log_every=50, sample_every=0, ckpt_every=0, keep_last=len(args.marks) + 1, progress=args.progress)
     data = TrainConfig(**base).to_dict()
     if family == "gan":
         for key, value in model_settings(args).items():
             data[key] = {**data[key], **value} if isinstance(value, dict) and isinstance(data.get(key), dict) else value
         data.update(out=str(run_dir), minutes=minutes, steps=None)
+    if args.clock == "steps":  # steps count across resumes: the mark's total
+        data.update(minutes=None, steps=budget_steps(args, name, mark), budget_clock="wall")
     return TrainConfig.from_dict(data)
 
 
@@ -419,7 +438,7 @@ def settings_record(args) -> dict:
             "diversity_prompts": args.diversity_prompts, "diversity_seeds": args.diversity_seeds,
             "r_repeats": args.r_repeats, "eval_batch": args.eval_batch, "batch": args.batch, "seed": args.seed,
             "eval_seed": 0, "threads": args.threads, "device": args.device, "settings": args.settings,
-            "smoke": args.smoke, "clock": args.clock}
+            "smoke": args.smoke, "clock": args.clock, "rates": args.rates}
 
 
 def main(argv=None) -> int:
@@ -474,7 +493,7 @@ def main(argv=None) -> int:
         for minutes in args.marks:
             if minutes in done:
                 continue
-            cfg = train_config(args, name, run_dir, minutes - previous)
+            cfg = train_config(args, name, run_dir, minutes - previous, minutes)
             print(f"== {name}: training to {minutes:g} min (segment of {minutes - previous:g} min)", file=sys.stderr)
             wall = time.time()
             result = train(cfg)

@@ -249,6 +249,22 @@ def test_evaluate_generator_with_an_oracle_generator(tmp_path, monkeypatch):
     assert (tmp_path / "eval.png").exists()
 
 
+def test_evaluate_generator_without_distribution_metrics_never_builds_inception(monkeypatch):
+    """distribution=False scores faithfulness only: the oracle's probe result stays, FID goes."""
+    from wordcanvas.data.fashion_mnist import train_captions
+    from wordcanvas.metrics import evaluate as ev
+
+    monkeypatch.setattr(ev, "InceptionFeatures", lambda *a, **k: pytest.fail("Inception was built"))
+    test = load_dataset("fashion-mnist", "test")
+    first = {test.labels(i)["class"]: i for i in reversed(range(300))}
+    text_class = {t: k for k in range(10) for t in train_captions(k)}
+    r = ev.evaluate_generator(lambda prompts, seed: torch.stack([test.image(first[text_class[p]]) for p in prompts]),
+                              "fashion-mnist", n=10, batch_size=5, progress=False, distribution=False,
+                              diversity_prompts=0)
+    assert "fid" not in r and "floor" not in r
+    assert r["probe"]["per_attribute"]["class"]["count"] == 10 and r["probe"]["all_correct"] >= 0.7
+
+
 def test_dual_encoder_refuses_another_text_encoder():
     class OtherEncoder:  # right dimension, different outputs
         name, dim = "other", 384

@@ -118,7 +118,7 @@ def evaluate_generator(generate_fn: GenerateFn, dataset_name: str, n: int = 10_0
                        extractor: InceptionFeatures | None = None,
                        diversity_prompts: int = DIVERSITY_PROMPTS, diversity_seeds: int = DIVERSITY_SEEDS,
                        r_repeats: int = 3, floor: bool = True, progress: bool = True,
-                       keep_samples: int = 64) -> dict:
+                       keep_samples: int = 64, distribution: bool = True) -> dict:
     """Generate images for the dataset's n evaluation prompts and score them (see module doc).
 
     heldout: phrase the prompts with held-out paraphrases. split="heldout" (toy faces) draws the
@@ -129,7 +129,7 @@ def evaluate_generator(generate_fn: GenerateFn, dataset_name: str, n: int = 10_0
     from .rprecision import candidate_pool, load_dual_encoder, r_precision, scheme_of
 
     start = time.time()
-    extractor = extractor or InceptionFeatures()
+    extractor = (extractor or InceptionFeatures()) if distribution else None
     prompt_set = _real_dataset(dataset_name, split, 1, seed)
     prompts = prompt_set.eval_prompts(n, seed=seed, heldout=heldout)
     probe, dual = load_probe(dataset_name), load_dual_encoder(dataset_name)
@@ -141,18 +141,20 @@ def evaluate_generator(generate_fn: GenerateFn, dataset_name: str, n: int = 10_0
         images = _check_images(generate_fn([p.text for p in chunk], seed * BATCH_SEED_STRIDE + b), len(chunk))
         if sum(len(s) for s in samples) < keep_samples:
             samples.append(images[:keep_samples])
-        features.append(extractor.features_of_batch(images))
+        if distribution:
+            features.append(extractor.features_of_batch(images))
         predictions.append(probe.predict(images))
         embeddings.append(dual.embed_images(images))
-    fake = np.concatenate(features)
     preds = {k: torch.cat([p[k] for p in predictions]) for k in predictions[0]}
 
-    capacity = n if dataset_name in PROCEDURAL else len(_real_dataset(dataset_name, split, 1, seed))
-    reference = real_features(dataset_name, split, min(n, capacity), extractor, seed, progress)
     result = {"kind": "generator", "dataset": dataset_name, "split": split, "heldout_phrasing": heldout, "n": n,
-              "seed": seed, "protocol": PROTOCOL, "extractor": extractor.identity, "backend": extractor.backend,
-              **distribution_metrics(reference, fake, seed=seed)}
-    if floor and split == "test":
+              "seed": seed, "protocol": PROTOCOL}
+    if distribution:
+        capacity = n if dataset_name in PROCEDURAL else len(_real_dataset(dataset_name, split, 1, seed))
+        reference = real_features(dataset_name, split, min(n, capacity), extractor, seed, progress)
+        result.update(extractor=extractor.identity, backend=extractor.backend,
+                      **distribution_metrics(reference, np.concatenate(features), seed=seed))
+    if distribution and floor and split == "test":
         result["floor"] = {k: v for k, v in evaluate_real_vs_real(dataset_name, n, seed, extractor, progress).items()
                            if k in ("fid", "kid", "kid_std", "precision", "recall", "n")}
 
