@@ -19,7 +19,7 @@ from wordcanvas.metrics.probes import EMPTY, judge_cells, load_probe, score_pred
 from wordcanvas.metrics.rprecision import Matcher, caption_with_labels, load_dual_encoder, r_precision, scheme_of
 from wordcanvas.models.base import CheckpointError
 
-TARGETS = {"fashion-mnist": 0.90, "toy-faces": 0.97, "captioned-mnist": 0.95}
+TARGETS = {"fashion-mnist": 0.92, "toy-faces": 0.97, "captioned-mnist": 0.95}  # ~ docs/probes.json real_test
 MARGIN = 0.03  # a few hundred test images: ~1-2 % sampling error
 
 
@@ -240,7 +240,7 @@ def test_evaluate_generator_with_an_oracle_generator(tmp_path, monkeypatch):
                            extractor=InceptionFeatures(), diversity_prompts=2, diversity_seeds=2)
     assert r["n"] == 8 and r["n_fake"] == 8 and np.isfinite(r["fid"])
     assert r["probe"]["per_attribute"]["class"]["count"] == 8
-    # real test accuracy is ~0.90 for both; 8 samples leave room for two misses
+    # real test: probe ~0.93, R-precision ~0.90; 8 samples leave room for two misses
     assert r["probe"]["all_correct"] >= 0.7 and r["r_precision"]["r_precision"] >= 0.6
     assert r["diversity"]["lpips_diversity"] > 0.05  # different real images per seed
     write_result(r, tmp_path / "eval.json")

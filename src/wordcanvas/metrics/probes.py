@@ -293,7 +293,9 @@ def probe_real_accuracy(probe: Probe, dataset, n: int | None = None, batch_size:
 # ---------------------------------------------------------------------------------------------
 
 PROBE_SETUPS: dict[str, dict] = {  # dataset -> ProbeConfig settings (heads from the label spec)
-    "fashion-mnist": dict(scheme="labels", resolution=32, channels=1, widths=[32, 64, 128], grid=2),
+    # v2: a fourth stage, a thin first one (memory-bound at 32 px) and a global pool (keeps the dual
+    # encoder's head small); trained longer with shifts and flips. v1 ([32, 64, 128], grid 2): 91.4 %.
+    "fashion-mnist": dict(scheme="labels", resolution=32, channels=1, widths=[16, 64, 128, 192], grid=1, version="2"),
     "toy-faces": dict(scheme="labels", resolution=64, channels=3, widths=[16, 32, 64, 96, 128], grid=2),
     # 48 px: four halvings end on a 3x3 map whose cells are exactly the layout's cells.
     "captioned-mnist": dict(scheme="cells", resolution=48, channels=1, widths=[24, 48, 96, 128], grid=3),
