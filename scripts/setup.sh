@@ -22,5 +22,10 @@ if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$(id -u)" = 0 ]; then
   (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 \
     || echo "warning: could not install dataset-fashion-mnist; fashion-mnist needs it" >&2
 fi
+# Headless Chromium and its WebDriver for the web page's browser test (it skips without them).
+if ! command -v chromedriver >/dev/null && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && apt-get install -y -qq chromium chromium-driver) >/dev/null 2>&1 \
+    || echo "warning: could not install chromium + chromium-driver; the browser test will skip" >&2
+fi
 .venv/bin/python -c "import wordcanvas, torch; assert '+cpu' in torch.__version__ or torch.cuda.is_available() or True"
 echo "$WANT" > "$STAMP"

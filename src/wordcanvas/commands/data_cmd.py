@@ -36,8 +36,34 @@ def _run_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_pack(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="a caption folder, or any dataset name (fashion-mnist, toy-faces, celeba:PATH, ...)")
+    p.add_argument("--out", required=True, help="folder for the .tar shards (must hold none yet)")
+    p.add_argument("--split", default="all", help="dataset split (default: all; named datasets: train or test)")
+    p.add_argument("--res", type=int, default=None, help="resolution of the stored images (default: the dataset's)")
+    p.add_argument("--per-shard", type=int, default=1000, help="samples per shard (default: 1000)")
+    p.add_argument("--seed", type=int, default=0, help="dataset seed (default: 0)")
+
+
+def _run_pack(args: argparse.Namespace) -> int:
+    from wordcanvas.data import dataset_kind, load_dataset
+    from wordcanvas.data.webdataset import pack_shards
+
+    if args.per_shard < 1:
+        raise ValueError("--per-shard must be at least 1")
+    split = args.split
+    if split == "all" and dataset_kind(args.name) not in ("folder", "shards"):
+        split = "train"  # named datasets have no 'all' split
+    dataset = load_dataset(args.name, split=split, resolution=args.res, seed=args.seed)
+    shards = pack_shards(dataset, args.out, per_shard=args.per_shard)
+    print(f"wrote {len(dataset)} samples into {len(shards)} shard(s) in {args.out}; "
+          f"train with --data {args.out}")
+    return 0
+
+
 DATA_COMMANDS: dict = {
     "preview": (_add_preview, _run_preview, "write a PNG grid of samples with their captions"),
+    "pack": (_add_pack, _run_pack, "write a dataset into WebDataset .tar shards (image, captions, labels)"),
 }
 
 
@@ -53,4 +79,4 @@ def run(args: argparse.Namespace) -> int:
     return args._data_run(args)
 
 
-VERBS: dict = {"data": (add_arguments, run, "dataset tools: preview (a captioned sample grid)")}
+VERBS: dict = {"data": (add_arguments, run, "dataset tools: preview (a captioned sample grid), pack (tar shards)")}

@@ -20,6 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder (created if missing)")
     p.add_argument("--max-pixels", type=int, default=None, help="refuse inputs with more pixels than this")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
 
 
 def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
@@ -52,9 +53,13 @@ def output_names(files: list[Path], scale: int) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
     from tqdm.auto import tqdm
 
     from wordcanvas.sr.upscale import DEFAULT_MAX_PIXELS, ImageLoadError, Upscaler
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from wordcanvas.utils.io import atomic_write_bytes
 
     files, missing = expand_inputs(args.inputs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-FAMILY_NAMES = ("gan", "dcgan", "style")
+FAMILY_NAMES = ("gan", "dcgan", "style", "sr", "vae")
 
 # CLI flag -> TrainConfig field (flags left out keep the config file's / saved run's value)
 FLAG_FIELDS = {"data": "data", "encoder": "encoder", "res": "resolution", "out": "out", "steps": "steps",
@@ -16,7 +16,8 @@ FLAG_FIELDS = {"data": "data", "encoder": "encoder", "res": "resolution", "out":
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("family", choices=FAMILY_NAMES, help="gan: text-conditioned GAN; dcgan: class-conditioned baseline; "
-                   "style: the AdaIN style-transfer decoder")
+                   "style: the AdaIN style-transfer decoder; sr: a super-resolution network; "
+                   "vae: the text-conditioned VAE")
     p.add_argument("--data", help="dataset name (fashion-mnist, captioned-mnist, toy-faces, celeba:PATH) or a caption folder")
     p.add_argument("--encoder", help="text encoder: minilm, smollm2, trainable, or a folder")
     p.add_argument("--res", type=int, help="image size (default: the dataset's)")
@@ -107,26 +108,36 @@ def run_train(args: argparse.Namespace) -> int:
 
 def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("prompts", nargs="+", help="one or more text prompts")
-    p.add_argument("--model", required=True, help="run folder, its final/ folder, or a checkpoint folder")
+    p.add_argument("--model", help="run folder, its final/ folder, a checkpoint folder, or a shipped model name "
+                   "(toy-faces, fashion-mnist; default: toy-faces)")
     p.add_argument("-n", type=int, default=1, help="images per prompt")
     p.add_argument("--seed", type=int, default=0, help="image j of each prompt uses seed + j")
     p.add_argument("--truncation", type=float, help="noise truncation (e.g. 0.8): less variety, more typical images")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int)
+    p.add_argument("--upscale", type=int, choices=(1, 2, 4), default=1, help="upscale the images x2 or x4")
+    p.add_argument("--upscaler", default="auto", help="auto (the shipped fast network when installed, else "
+                   "bicubic), fast, quality, quality-gan, realesrgan, bicubic, or a model folder")
+    p.add_argument("--style", help="an image file to take the style from, or a built-in style "
+                   "(strokes, glass, marble, waves, dots, shards); applied before upscaling")
+    p.add_argument("--style-alpha", dest="style_alpha", type=float, default=1.0, help="style strength in [0, 1]")
     p.add_argument("--out", required=True, help="grid.png (one row per prompt) or a folder for one PNG per image")
 
 
 def run_generate(args: argparse.Namespace) -> int:
     import torch
 
-    from wordcanvas.generate import TextToImage, save_images
+    from wordcanvas.generate import save_images
+    from wordcanvas.pipeline import TextToImagePipeline
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    t2i = TextToImage.from_pretrained(args.model, device=args.device)
-    images = t2i(args.prompts, n=args.n, seed=args.seed, truncation=args.truncation)
+    pipe = TextToImagePipeline.from_pretrained(args.model, device=args.device, upscaler=args.upscaler)
+    images = pipe(args.prompts, n=args.n, seed=args.seed, truncation=args.truncation, style=args.style,
+                  upscale=args.upscale, style_alpha=args.style_alpha)
     paths = save_images(images, args.prompts, args.n, args.seed, args.out,
-                        meta={"model": str(args.model), "truncation": args.truncation})
+                        meta={"model": str(args.model or pipe.name), "truncation": args.truncation,
+                              "style": args.style, "upscale": args.upscale if args.upscale > 1 else None})
     print(paths[0] if len(paths) == 1 else f"{len(paths)} images in {args.out}")
     return 0
 

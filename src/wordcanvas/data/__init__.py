@@ -5,6 +5,8 @@
     load_dataset("toy-faces")                 procedurally drawn faces with attributes
     load_dataset("celeba:/path/to/celeba")    a local copy of CelebA in its published layout
     load_dataset("/path/to/folder")           your images with captions (see data/folder.py)
+    load_dataset("/path/to/shards")           WebDataset tar shards: a folder of .tar files, one .tar, or a
+                                              brace pattern such as "shards/shard-{000000..000009}.tar"
 """
 from __future__ import annotations
 
@@ -44,24 +46,35 @@ def _folder(root: str, split: str | None, resolution: int, seed: int, **kw) -> C
     return CaptionFolder(root, resolution=resolution, split=split, seed=seed, **kw)
 
 
+def _shards(source: str, split: str | None, resolution: int | None, seed: int, **kw) -> CaptionedDataset:
+    from wordcanvas.data.webdataset import ShardDataset
+
+    return ShardDataset(source, resolution=resolution, split=split, seed=seed, **kw)
+
+
 DATASETS: dict[str, Callable[..., CaptionedDataset]] = {
     "fashion-mnist": _fashion_mnist,
     "captioned-mnist": _captioned_mnist,
     "toy-faces": _toy_faces,
 }
 DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)
-PATH_FORMS = ("celeba:PATH", "PATH (a folder of images with captions)")
+PATH_FORMS = ("celeba:PATH", "PATH (a folder of images with captions)", "PATH (WebDataset .tar shards)")
 DEFAULT_RESOLUTION: dict[str, int] = {
     "fashion-mnist": 32, "captioned-mnist": 64, "toy-faces": 64, "celeba": 64, "folder": 64,
+    "shards": 64,  # unless the shards' dataset.json names their resolution
 }
 
 
 def dataset_kind(name: str) -> str:
-    """'fashion-mnist', 'captioned-mnist', 'toy-faces', 'celeba' or 'folder' for a dataset name."""
+    """'fashion-mnist', 'captioned-mnist', 'toy-faces', 'celeba', 'shards' or 'folder' for a dataset name."""
     if name in DATASETS:
         return name
     if name.startswith("celeba:"):
         return "celeba"
+    from wordcanvas.data.webdataset import is_shard_source
+
+    if is_shard_source(name):
+        return "shards"
     if os.path.isdir(name):
         return "folder"
     choices = ", ".join([*DATASET_NAMES, *PATH_FORMS])
@@ -78,6 +91,8 @@ def load_dataset(name: str, split: str = "train", resolution: int | None = None,
                  **kw) -> CaptionedDataset:
     """A dataset by name (see the module docstring); extra keywords go to its constructor."""
     kind = dataset_kind(name)
+    if kind == "shards":  # resolution None: the one the shards were packed at
+        return _shards(name, split, resolution, seed, **kw)
     resolution = int(resolution or DEFAULT_RESOLUTION[kind])
     if kind == "celeba":
         root = name.split(":", 1)[1]

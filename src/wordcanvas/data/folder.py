@@ -5,8 +5,8 @@ Captions come from any mix of
 - a captions.jsonl manifest at the root: {"file": "a/b.png", "caption": "..."} or "captions": [...],
 - a captions.csv manifest at the root with columns file,caption (several rows per file allowed).
 
-Every image is decoded once at construction (PIL verify, then a full load); anything that would
-fail later (unreadable or truncated files, images without captions, empty caption files,
+Every image is decoded once at construction (utils.images.open_image: pixel limit, full decode);
+anything that would fail later (unreadable or truncated files, images without captions, empty caption files,
 manifest rows for missing files, decompression bombs) is skipped, listed in `skipped` as
 (name, reason) and summarised in one warning.
 
@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
 from wordcanvas.data.base import CaptionedDataset, Prompt
+from wordcanvas.utils.images import ImageLoadError, open_image, resize_center_crop, to_rgb
 from wordcanvas.utils.io import from_uint8
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
@@ -38,55 +38,21 @@ AUTO_CACHE_BYTES = 256 << 20  # cache decoded images when they fit in this much 
 SHOW_SKIPPED = 10
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode -> RGB; transparency is composited on white, 16-bit grey rescaled."""
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        a = np.asarray(image, dtype=np.float32)
-        top = 65535.0 if image.mode.startswith("I") and a.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(a / top * 255.0, 0, 255).astype(np.uint8), mode="L")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return image.convert("RGB")
-
-
-def resize_center_crop(image: Image.Image, resolution: int) -> Image.Image:
-    """Scale the shorter side to `resolution` (bicubic, antialiased), then crop the centre square."""
-    w, h = image.size
-    scale = resolution / min(w, h)
-    size = (max(resolution, round(w * scale)), max(resolution, round(h * scale)))
-    if size != (w, h):
-        image = image.resize(size, Image.BICUBIC)
-    left, top = (size[0] - resolution) // 2, (size[1] - resolution) // 2
-    return image.crop((left, top, left + resolution, top + resolution))
-
-
 def load_image(path: str | os.PathLike, resolution: int) -> np.ndarray:
-    """Decode, apply EXIF orientation, convert to RGB, resize and crop: HWC uint8."""
-    with warnings.catch_warnings():
-        # Images over PIL's pixel limit only warn by default; treat them as refused.
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with Image.open(path) as im:
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            return np.array(resize_center_crop(to_rgb(im), resolution))
+    """Decode (size-checked, EXIF-rotated), convert to RGB, resize and crop: HWC uint8."""
+    return np.array(resize_center_crop(to_rgb(open_image(path)), resolution))
 
 
 def _check_image(path: Path, decode: bool = True) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with Image.open(path) as im:
-            im.verify()  # structure and checksums; the image is unusable after verify
-        if decode:
-            with Image.open(path) as im:
-                im.load()  # full decode: catches truncated data that verify lets through (JPEG)
+    if decode:  # a full decode catches truncated data that PIL's verify lets through (JPEG)
+        open_image(path)
 
 
 def _reason(e: BaseException) -> str:
-    if isinstance(e, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
-        return f"refused as a possible decompression bomb ({e})"
-    return f"unreadable image ({type(e).__name__}: {e})"
+    detail = str(e).split(": ", 1)[-1] if isinstance(e, ImageLoadError) else f"{type(e).__name__}: {e}"
+    if "decompression bomb" in detail:
+        return detail if detail.startswith("refused") else f"refused as a possible decompression bomb ({detail})"
+    return f"unreadable image ({detail})"
 
 
 def _clean(text: str) -> str:

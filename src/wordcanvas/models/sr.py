@@ -8,17 +8,47 @@ import json
 import math
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wordcanvas.models.base import CONFIG_NAME, CheckpointError, PretrainedModel
+from wordcanvas.models.base import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, PretrainedModel
 
 
 def bicubic_upsample(x: torch.Tensor, scale: int) -> torch.Tensor:
-    return F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
+    """F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False) for an integer scale, computed as
+    a grouped convolution + PixelShuffle (equal to float rounding, and several times faster on CPU)."""
+    c = x.shape[1]
+    filters = _phase_filters(int(scale), c).to(x.device, x.dtype)
+    return F.pixel_shuffle(F.conv2d(F.pad(x, (2, 2, 2, 2), mode="replicate"), filters, groups=c), int(scale))
+
+
+def _cubic(t: float, a: float = -0.75) -> float:
+    """Keys' cubic convolution kernel with a = -0.75, the one torch's (and OpenCV's) bicubic uses."""
+    t = abs(t)
+    if t <= 1:
+        return ((a + 2) * t - (a + 3)) * t * t + 1
+    return ((a * t - 5 * a) * t + 8 * a) * t - 4 * a if t < 2 else 0.0
+
+
+def bicubic_phase_filters(scale: int, channels: int = 3) -> torch.Tensor:
+    """Grouped-conv weights (channels * scale^2, 1, 5, 5) whose output, after PixelShuffle(scale), is bicubic
+    upsampling (align_corners=False) of a replicate-padded input: each output phase is a fixed 5x5 filter of the
+    input. As a convolution it costs a fraction of F.interpolate's bicubic on CPU."""
+    taps = torch.zeros(scale, 5, dtype=torch.float64)
+    for phase in range(scale):
+        centre = (phase + 0.5) / scale - 0.5  # where this output phase falls between input pixels
+        for k in range(-2, 3):
+            taps[phase, k + 2] = _cubic(centre - k)
+    return torch.einsum("ya,xb->yxab", taps, taps).reshape(scale * scale, 1, 5, 5).repeat(channels, 1, 1, 1).float()
+
+
+@lru_cache(maxsize=None)
+def _phase_filters(scale: int, channels: int) -> torch.Tensor:
+    return bicubic_phase_filters(scale, channels)
 
 
 def _check_scale(scale: int, allowed: tuple[int, ...] = (2, 4)) -> None:
@@ -59,6 +89,7 @@ class FastSR(PretrainedModel):
         self.expand = nn.Sequential(nn.Conv2d(c.mid, c.feat, 1), act(c.feat))
         self.to_subpixels = nn.Conv2d(c.feat, c.channels * c.scale**2, 3, padding=1)
         self.shuffle = nn.PixelShuffle(c.scale)
+        self.register_buffer("bicubic_filters", bicubic_phase_filters(c.scale, c.channels), persistent=False)
         with torch.no_grad():  # start close to plain bicubic
             self.to_subpixels.weight.mul_(0.1)
             self.to_subpixels.bias.zero_()
@@ -70,7 +101,10 @@ class FastSR(PretrainedModel):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feat = self.shrink(self.extract(x))
         feat = self.expand(feat + self.maps(feat))
-        return bicubic_upsample(x, self.scale) + self.shuffle(self.to_subpixels(feat))
+        # bicubic skip as sub-pixel phases (equal to bicubic_upsample(x) after the shuffle), added before the
+        # one shuffle: a 5x5 grouped conv is several times cheaper on CPU than F.interpolate(mode="bicubic")
+        skip = F.conv2d(F.pad(x, (2, 2, 2, 2), mode="replicate"), self.bicubic_filters, groups=x.shape[1])
+        return self.shuffle(self.to_subpixels(feat) + skip)
 
 
 # --------------------------------------------------------------------------- RRDB (ESRGAN / Real-ESRGAN)
@@ -171,9 +205,23 @@ def sr_preset(name: str, scale: int = 4) -> PretrainedModel:
     raise ValueError(f"unknown super-resolution preset '{name}'; choose from fast, quality, quality-gan, realesrgan")
 
 
+def resolve_sr_folder(folder: str | os.PathLike) -> Path:
+    """A network folder from itself, a training run (run/final/generator) or a checkpoint (ckpt/generator_ema,
+    else ckpt/generator)."""
+    folder = Path(folder)
+    if (folder / WEIGHTS_NAME).exists():
+        return folder
+    for sub in ("final/generator", "generator_ema", "generator"):
+        if (folder / sub / CONFIG_NAME).exists():
+            return folder / sub
+    return folder
+
+
 def load_sr_model(folder: str | os.PathLike) -> PretrainedModel:
-    """Load any saved super-resolution network from its folder (class chosen by config.json's model_type)."""
-    path = Path(folder) / CONFIG_NAME
+    """Load any saved super-resolution network from its folder, a training run or a checkpoint (the class is
+    chosen by config.json's model_type)."""
+    folder = resolve_sr_folder(folder)
+    path = folder / CONFIG_NAME
     if not path.exists():
         raise CheckpointError(f"{folder} is not a wordcanvas model folder: {CONFIG_NAME} is missing")
     try:

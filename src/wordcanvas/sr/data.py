@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
+from wordcanvas.data.base import CaptionedDataset, Prompt
+
 HELDOUT_PHOTOS = ("astronaut", "coffee", "chelsea", "china")  # whole photos never cut into training patches
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 DEGRADATIONS = ("bicubic", "blur", "noise", "jpeg")
@@ -160,10 +162,11 @@ def degrade(hr: torch.Tensor, scale: int, degradations: tuple[str, ...], gen: to
 # --------------------------------------------------------------------------- dataset
 
 class SRPatches(Dataset):
-    """Random (LR, HR) patch pairs cut from real photos, in [-1, 1], deterministic per (seed, index).
+    """Random (LR, HR) patch pairs cut from real photos, in [-1, 1], deterministic per (seed, epoch, index).
 
     The held-out photos are excluded unless named explicitly in `photos`. Each item is a random
-    crop with a random flip / 90-degree rotation; `length` sets the size of one epoch.
+    crop with a random flip / 90-degree rotation; `length` sets the size of one epoch, and
+    `set_epoch` draws fresh crops for the same indices (epoch 0 is the default).
     """
 
     def __init__(self, scale: int = 4, patch: int = 96, degradations: tuple[str, ...] = ("bicubic",),
@@ -171,17 +174,25 @@ class SRPatches(Dataset):
                  length: int = 10_000):
         if patch % scale:
             raise ValueError(f"patch {patch} must be a multiple of the scale {scale}")
+        unknown = set(degradations) - set(DEGRADATIONS)
+        if unknown:
+            raise ValueError(f"unknown degradations {sorted(unknown)}; choose from {DEGRADATIONS}")
         self.scale, self.patch, self.degradations, self.seed, self.length = scale, patch, tuple(degradations), seed, length
+        self.epoch = 0
         names = training_photo_names() if photos is None else list(photos)
         self.images = [load_photo(n) for n in names]
         self.names = list(names)
         if user_folder is not None:
             from wordcanvas.sr.upscale import load_image
 
-            for path in folder_photos(user_folder):
+            paths = folder_photos(user_folder)
+            if not paths:
+                raise ValueError(f"{user_folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            for path in paths:
                 self.images.append(np.asarray(load_image(path).convert("RGB")))
                 self.names.append(path.name)
-        self.images = [im for im in self.images if min(im.shape[:2]) >= patch]
+        keep = [i for i, im in enumerate(self.images) if min(im.shape[:2]) >= patch]
+        self.images, self.names = [self.images[i] for i in keep], [self.names[i] for i in keep]
         if not self.images:
             raise ValueError(f"no photo is at least {patch}x{patch} pixels")
         # big photos give more patches, but none dominates (retina and hubble are mostly black)
@@ -191,10 +202,18 @@ class SRPatches(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def _generator(self, index: int) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 1_000_000_007 + int(index))
+
+    def hr_patch(self, index: int, gen: torch.Generator | None = None) -> tuple[torch.Tensor, str]:
+        """The HR crop of item `index` (CHW in [-1, 1]) and the name of the photo it comes from."""
+        gen = gen or self._generator(index)
         for _ in range(10):  # skip flat patches (sky, black backgrounds): they teach nothing
-            img = self.images[int(torch.multinomial(self.weights, 1, generator=gen))]
+            k = int(torch.multinomial(self.weights, 1, generator=gen))
+            img = self.images[k]
             h, w = img.shape[:2]
             y = int(torch.randint(0, h - self.patch + 1, (), generator=gen))
             x = int(torch.randint(0, w - self.patch + 1, (), generator=gen))
@@ -203,5 +222,49 @@ class SRPatches(Dataset):
                 break
         hr = torch.from_numpy(crop.copy()).permute(2, 0, 1).float() / 127.5 - 1
         flip, rot = torch.randint(0, 2, (), generator=gen).item(), torch.randint(0, 4, (), generator=gen).item()
-        hr = torch.rot90(hr.flip(-1) if flip else hr, rot, (1, 2)).contiguous()
+        return torch.rot90(hr.flip(-1) if flip else hr, rot, (1, 2)).contiguous(), self.names[k]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        gen = self._generator(index)
+        hr, _ = self.hr_patch(index, gen)
         return degrade(hr, self.scale, self.degradations, gen), hr
+
+
+def degrade_batch(hr: torch.Tensor, scale: int, degradations: tuple[str, ...], gen: torch.Generator) -> torch.Tensor:
+    """NCHW HR -> NCHW LR; plain bicubic runs batched, other degradations draw per image from `gen`."""
+    if tuple(degradations) == ("bicubic",):
+        return downscale(hr, scale)
+    return torch.stack([degrade(x, scale, degradations, gen) for x in hr.cpu()]).to(hr.device)
+
+
+class SRTrainingPatches(CaptionedDataset):
+    """HR patches as the training loop's items ({image, caption = source photo, labels = {}}); the
+    SR family degrades them to LR inside its step, from the step's seeded generator."""
+
+    name = "sr-patches"
+
+    def __init__(self, patches: SRPatches):
+        super().__init__(patches.seed)
+        self.patches = patches
+        self.resolution = patches.patch
+
+    def __len__(self) -> int:
+        return len(self.patches)
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.patches.set_epoch(epoch)
+
+    def image(self, i: int) -> torch.Tensor:
+        return self.patches.hr_patch(i)[0]
+
+    def captions(self, i: int) -> list[str]:
+        return [self.patches.hr_patch(i)[1]]
+
+    def __getitem__(self, i: int) -> dict:  # one crop per access (the base class would cut it twice)
+        hr, name = self.patches.hr_patch(i)
+        return {"image": hr, "caption": name, "labels": {}}
+
+    def eval_prompts(self, n: int, seed: int = 0, heldout: bool = False) -> list[Prompt]:
+        """The held-out photos by name: the sample grid shows them (nothing is selected on them)."""
+        return [Prompt(name, {}) for name in HELDOUT_PHOTOS[:n]]

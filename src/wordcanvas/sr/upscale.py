@@ -122,6 +122,9 @@ class Upscaler:
                  device: str | torch.device = "cpu", max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "",
                  progress: bool = False):
         self.model = model.eval().to(device) if model is not None else None
+        if self.model is not None and torch.device(device).type == "cpu":
+            # oneDNN runs channels-last convolutions ~2x faster on CPU; results are the same
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.scale, self.tile, self.overlap = scale, tile, overlap
         self.device, self.max_pixels, self.progress = torch.device(device), max_pixels, progress
         self.name = name or ("bicubic" if model is None else type(model).__name__)
@@ -184,7 +187,9 @@ class Upscaler:
         return out
 
     def _bicubic(self, x: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False).clamp(-1, 1)
+        from wordcanvas.models.sr import bicubic_upsample  # torch's bicubic, as a faster convolution
+
+        return bicubic_upsample(x, self.scale).clamp(-1, 1)
 
     def _upscale_colour(self, x: torch.Tensor) -> torch.Tensor:
         if self.model is None:

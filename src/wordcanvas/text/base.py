@@ -1,6 +1,7 @@
 """The one text-encoder interface: every encoder turns a list of strings into a TextEmbedding."""
 from __future__ import annotations
 
+import unicodedata
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -76,15 +77,32 @@ class TextEncoder(ABC):
 
 
 MAX_PROMPT_CHARS = 2000
+KEEP_FORMAT_CHARS = {"\u200d"}  # zero-width joiner: part of emoji sequences; other format characters go
 
 
-def validate_prompt(text: str) -> str:
-    """Normalise a prompt or refuse it with a clear message."""
+def validate_prompt(text: str | bytes) -> str:
+    """Normalise a prompt or refuse it with a clear ValueError.
+
+    UTF-8 bytes are decoded (invalid bytes refused); text is NFC-normalised; control, format,
+    surrogate and other unprintable characters become spaces; runs of whitespace collapse. Empty,
+    invisible or over-long prompts (more than MAX_PROMPT_CHARS after cleaning) are refused. Emoji
+    and every script are kept.
+    """
+    if isinstance(text, (bytes, bytearray)):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"prompt is not valid UTF-8: byte {bytes(text)[e.start]:#04x} at position {e.start}") from None
     if not isinstance(text, str):
         raise TypeError(f"prompt must be a string, got {type(text).__name__}")
-    cleaned = "".join(ch if ch.isprintable() else " " for ch in text).strip()
+    if len(text) > 20 * MAX_PROMPT_CHARS:  # refuse huge inputs before doing any work on them
+        raise ValueError(f"prompt has {len(text)} characters; the limit is {MAX_PROMPT_CHARS}")
+    cleaned = "".join(ch if ch.isprintable() or ch in KEEP_FORMAT_CHARS else " " for ch in text)
+    cleaned = " ".join(unicodedata.normalize("NFC", cleaned).split())
     if not cleaned:
         raise ValueError("prompt is empty (or only whitespace/control characters)")
+    if not any(unicodedata.category(ch)[0] in "LNSP" for ch in cleaned):
+        raise ValueError("prompt has no visible characters")
     if len(cleaned) > MAX_PROMPT_CHARS:
         raise ValueError(f"prompt has {len(cleaned)} characters; the limit is {MAX_PROMPT_CHARS}")
-    return " ".join(cleaned.split())
+    return cleaned

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
 import re
 import shutil
 import warnings
@@ -86,7 +87,12 @@ def write_folder_atomically(dest: Path, fill: Callable[[Path], None]) -> None:
         if dest.exists():  # e.g. rewriting a step after falling back from a corrupt checkpoint
             old = dest.parent / f".old-{dest.name}-{os.getpid()}"
             os.replace(dest, old)
-        os.replace(tmp, dest)
+        try:
+            os.replace(tmp, dest)
+        except OSError:
+            if old is not None:  # put the previous version back rather than leave nothing
+                os.replace(old, dest)
+            raise
         _fsync_dir(dest.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
@@ -126,6 +132,26 @@ def save_checkpoint(root: Path, step: int, modules: dict[str, nn.Module], state:
     return folder
 
 
+def clean_temporaries(root: Path) -> None:
+    """Remove what writers killed mid-write left in root: temporary folders and files (never visible
+    as checkpoints). A folder set aside for a rewrite (.old-NAME-PID) goes back in place when its
+    replacement never arrived."""
+    root = Path(root)
+    if not root.is_dir():
+        return
+    for path in root.iterdir():
+        name = path.name
+        if name.startswith(".old-") and path.is_dir():
+            original = root / name[len(".old-"):].rsplit("-", 1)[0]
+            if not original.exists():
+                os.replace(path, original)
+                continue
+        if name.startswith((".tmp-", ".old-")) and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif name.startswith(".") and name.endswith(".tmp") and path.is_file():
+            path.unlink(missing_ok=True)
+
+
 def step_folders(root: Path) -> list[Path]:
     """Step checkpoint folders, newest first."""
     root = Path(root)
@@ -159,7 +185,15 @@ def verify_checkpoint(folder: Path) -> dict:
 
 
 def load_training_state(folder: Path) -> dict:
-    return torch.load(Path(folder) / STATE, map_location="cpu", weights_only=True)
+    """The training state, unpickled with weights_only=True: tensors and plain containers only, so a
+    crafted file cannot run code; anything else is refused with CheckpointError."""
+    path = Path(folder) / STATE
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path} holds something other than tensors and plain containers, or is damaged "
+                              f"({first}); refusing to load it") from None
 
 
 def latest_good_checkpoint(root: Path, warn: Callable[[str], None] | None = None) -> tuple[Path, dict] | None:

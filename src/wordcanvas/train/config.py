@@ -42,6 +42,10 @@ class TrainConfig:
     sample_prompts: int = 12              # prompts in the sample grid (from the dataset's eval_prompts)
     sample_per_prompt: int = 4            # fixed noise vectors per prompt in the grid
     progress: bool = True                 # tqdm progress bar
+    nan_policy: str = "rollback"          # non-finite loss or weights: "rollback" to the last good checkpoint
+                                          # with a lower learning rate, or "raise" FloatingPointError at once
+    nan_lr_factor: float = 0.5            # each rollback multiplies every learning rate by this
+    max_rollbacks: int = 3                # rollbacks allowed over the whole run; one more divergence raises
     data_options: dict = field(default_factory=dict)  # extra keywords for the dataset constructor
     model: dict = field(default_factory=dict)         # family settings (e.g. train.gan_step.GANSettings fields)
 
@@ -56,6 +60,12 @@ class TrainConfig:
             raise ValueError(f"batch must be >= 1, got {self.batch}")
         if self.keep_last < 1:
             raise ValueError(f"keep_last must be >= 1, got {self.keep_last}")
+        if self.nan_policy not in ("rollback", "raise"):
+            raise ValueError(f"nan_policy must be 'rollback' or 'raise', got {self.nan_policy!r}")
+        if not 0 < self.nan_lr_factor <= 1:
+            raise ValueError(f"nan_lr_factor must be in (0, 1], got {self.nan_lr_factor}")
+        if self.max_rollbacks < 0:
+            raise ValueError(f"max_rollbacks must be >= 0, got {self.max_rollbacks}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -19,17 +19,30 @@ when it brings its own data) and offering:
 Exact resume: the data order is a seeded permutation per epoch, addressed by step, captions are
 drawn per (seed, epoch, index), and every random draw of a step comes from a generator seeded
 by (seed, step, rank), so k steps + resume + (N - k) steps equals N steps bit for bit on CPU.
+
+Faults: a run killed at any moment resumes from the newest checkpoint that verifies (at most one
+checkpoint interval lost; a torn one is skipped with a warning; leftovers of killed writers are
+cleaned; log records past the checkpoint are trimmed). SIGTERM / SIGINT finish the step and save.
+The run folder is probe-written, and its free space checked, before training starts; a failed
+checkpoint write (disk full) raises CheckpointWriteError and leaves the previous one intact.
+Divergence guard: every step's losses are checked (one reduction), weights before each
+checkpoint; a non-finite value rolls the run back to the last good checkpoint (or the start)
+with the learning rates x nan_lr_factor, at most max_rollbacks times (nan_policy "raise": stop).
 """
 from __future__ import annotations
 
+import copy
+import errno
 import json
 import math
 import os
 import random
+import shutil
 import signal
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -45,12 +58,15 @@ from wordcanvas.train.config import IDENTITY_KEYS, TrainConfig
 from wordcanvas.train.gan_step import DCGANFamily, GANFamily, is_trainable
 from wordcanvas.train.logging import JsonlLog, plot_log, save_sample_grid
 from wordcanvas.train.style_step import StyleFamily
-from wordcanvas.utils.io import atomic_write_json
+from wordcanvas.train.sr_step import SRFamily
+from wordcanvas.train.vae_step import VAEFamily
+from wordcanvas.utils.io import atomic_write_bytes, atomic_write_json
 
 Evaluator = Callable[[Callable], dict]
 
 # Model families by the name in TrainConfig.family (a new family adds its class here).
-FAMILIES: dict[str, type] = {"gan": GANFamily, "dcgan": DCGANFamily, "style": StyleFamily}
+FAMILIES: dict[str, type] = {"gan": GANFamily, "dcgan": DCGANFamily, "style": StyleFamily, "sr": SRFamily,
+                             "vae": VAEFamily}
 
 
 # --- devices and processes ---------------------------------------------------------------------
@@ -97,6 +113,7 @@ class Dist:
             p.grad = g.view_as(p).clone()
 
     def any(self, flag: bool) -> bool:
+        """True on every rank when the flag is set on any rank."""
         if self.world == 1:
             return bool(flag)
         t = torch.tensor([1.0 if flag else 0.0], device=self.device)
@@ -302,6 +319,102 @@ def budget_clock(kind: str, threads: int) -> Callable[[], float]:
     return time.time
 
 
+class RunFolderError(OSError):
+    """The run folder cannot take the run's files (unwritable, or too little free space)."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, I/O error); the previous one is untouched."""
+
+
+class DivergenceWarning(RuntimeWarning):
+    """Training produced non-finite numbers and was rolled back to the last good checkpoint."""
+
+
+def check_run_folder(run_dir: Path, need_bytes: int = 0) -> None:
+    """Create run_dir and probe-write into it, so an unwritable folder or a full disk stops the run
+    before any training time is spent; need_bytes asks for that much free space as well."""
+    probe = run_dir / f".write-probe-{os.getpid()}"
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb") as f:
+            f.write(b"\0" * 65536)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise RunFolderError(f"cannot write to the run folder {run_dir}: {e.strerror or e}; "
+                             "choose another --out folder or free some space") from e
+    finally:
+        try:
+            probe.unlink(missing_ok=True)
+        except OSError:
+            pass
+    free = shutil.disk_usage(run_dir).free
+    if free < need_bytes:
+        raise RunFolderError(f"the run folder {run_dir} has {free / 2**20:.1f} MiB free; checkpoints of this model "
+                             f"need about {need_bytes / 2**20:.1f} MiB; free some space or choose another --out folder")
+
+
+def checkpoint_bytes(fam) -> int:
+    """Rough size of one checkpoint: the modules' tensors plus about twice the trained parameters
+    (Adam's two moments)."""
+    weights = sum(t.numel() * t.element_size() for m in fam.modules.values()
+                  for t in list(m.parameters()) + list(m.buffers()))
+    trained = sum(p.numel() * p.element_size() for o in fam.optimizers.values()
+                  for g in o.param_groups for p in g["params"])
+    return weights + 2 * trained
+
+
+def losses_finite(stats: dict[str, torch.Tensor]) -> bool:
+    """One reduction over the step's statistics: a NaN or inf anywhere makes the sum non-finite."""
+    if not stats:
+        return True
+    return bool(torch.stack([v.detach().float().sum() for v in stats.values()]).sum().isfinite())
+
+
+def weights_finite(fam) -> bool:
+    return all(bool(t.isfinite().all()) for m in fam.modules.values() for t in m.parameters())
+
+
+def _snapshot(fam, step: int, images_seen: int, train_time: float, best: dict, divergence: dict) -> dict:
+    """An in-memory restore point for a divergence before the first checkpoint exists."""
+    return {"modules": {n: {k: v.detach().clone() for k, v in m.state_dict().items()} for n, m in fam.modules.items()},
+            "state": copy.deepcopy({"step": step, "images_seen": images_seen, "train_time_s": train_time,
+                                    "optimizers": {k: o.state_dict() for k, o in fam.optimizers.items()},
+                                    "rng": ckpt.rng_state(), "family": fam.state_dict(), "best": best,
+                                    "divergence": divergence})}
+
+
+def _restore(fam, modules: Path | dict, state: dict) -> None:
+    """Put the family back into a saved state: weights (from a checkpoint folder or a snapshot),
+    optimizers, family state and every RNG."""
+    for name, module in fam.modules.items():
+        if isinstance(modules, dict):
+            module.load_state_dict(modules[name])
+        else:
+            ckpt.load_module(module, modules / name)
+    for name, opt in fam.optimizers.items():
+        opt.load_state_dict(state["optimizers"][name])
+    fam.load_state_dict(state.get("family", {}))
+    ckpt.set_rng_state(state["rng"])
+
+
+def _trim_log(path: Path, step: int) -> None:
+    """On resume, drop records of steps after the checkpoint (they will be run again) and a line
+    cut short by a crash, so the log reads as one run."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and int(record.get("step", 0)) <= step:
+            kept.append(line + "\n")
+    atomic_write_bytes(path, "".join(kept).encode())
+
+
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -312,19 +425,30 @@ class TrainResult:
 
 
 def _save_checkpoint(run_dir: Path, fam, cfg: TrainConfig, step: int, images_seen: int, train_time: float,
-                     best: dict | None, order: StepBatches, folder: Path | None = None) -> Path:
+                     best: dict | None, order: StepBatches, folder: Path | None = None,
+                     divergence: dict | None = None) -> Path:
     # The data position and all per-step randomness (noise, augmentation) follow from (seed, step);
     # the data position is recorded for people, and lr values live in the optimizers' param groups.
     epoch, index = divmod(step, order.steps_per_epoch)
     state = {"step": step, "images_seen": images_seen, "train_time_s": float(train_time),
              "data_position": {"epoch": epoch, "batch_in_epoch": index, "steps_per_epoch": order.steps_per_epoch},
              "optimizers": {k: o.state_dict() for k, o in fam.optimizers.items()},
-             "rng": ckpt.rng_state(), "family": fam.state_dict(), "best": best or {}}
+             "rng": ckpt.rng_state(), "family": fam.state_dict(), "best": best or {},
+             "divergence": dict(divergence or {})}
     meta = {"model": fam.export_meta(), "config": cfg.to_dict(), "images_seen": images_seen,
             "best": best or {}}
-    if folder is not None:
-        return ckpt.write_checkpoint(folder, fam.modules, state, {**meta, "step": step})
-    return ckpt.save_checkpoint(run_dir / "checkpoints", step, fam.modules, state, meta, cfg.keep_last)
+    try:
+        if folder is not None:
+            return ckpt.write_checkpoint(folder, fam.modules, state, {**meta, "step": step})
+        return ckpt.save_checkpoint(run_dir / "checkpoints", step, fam.modules, state, meta, cfg.keep_last)
+    except OSError as e:
+        previous = ckpt.step_folders(run_dir / "checkpoints")
+        kept = f"the previous checkpoint {previous[0]} is untouched" if previous else "no earlier checkpoint exists"
+        full = " (the disk is full)" if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        error = CheckpointWriteError(f"could not write the checkpoint of step {step}{full}: {e.strerror or e}; "
+                                     f"{kept}; fix the folder and run the same command again to resume")
+        error.errno = e.errno
+        raise error from e
 
 
 def export_final(run_dir: Path, fam, step: int) -> Path:
@@ -372,11 +496,17 @@ def train(cfg: TrainConfig, *, dataset=None, encoder=None, evaluator: Evaluator 
     log = JsonlLog(run_dir / "log.jsonl", enabled=dist.main)
 
     # ---- resume: find the newest checkpoint that verifies before building anything heavy
+    if dist.main:  # what a killed writer left behind
+        ckpt.clean_temporaries(ckpt_root)
+        ckpt.clean_temporaries(run_dir)
+    dist.barrier()
     found = ckpt.latest_good_checkpoint(ckpt_root) if ckpt_root.is_dir() else None
     if cfg.resume and found is None:
         raise FileNotFoundError(f"nothing to resume: {ckpt_root} holds no complete checkpoint")
     if found is not None:
         _check_same_run(run_dir, cfg)
+    if dist.main:
+        check_run_folder(run_dir)  # before the slow parts: an unwritable folder fails in seconds
 
     if family_cls.uses_text and encoder is None:
         encoder = load_text_encoder(cfg.encoder, device, dataset_captions(dataset), cfg.progress and dist.main)
@@ -386,29 +516,34 @@ def train(cfg: TrainConfig, *, dataset=None, encoder=None, evaluator: Evaluator 
     fam = family_cls(cfg, dataset, encoder, device, dist)
 
     start_step, images_seen, train_time, best = 0, 0, 0.0, {}
+    divergence = {"rollbacks": 0, "lr_scale": 1.0}  # divergence-guard history, kept in checkpoints
     if found is not None:
         folder, _ = found
-        for name, module in fam.modules.items():
-            ckpt.load_module(module, folder / name)
         state = ckpt.load_training_state(folder)
-        for name, opt in fam.optimizers.items():
-            opt.load_state_dict(state["optimizers"][name])
-        fam.load_state_dict(state.get("family", {}))
-        ckpt.set_rng_state(state["rng"])
+        _restore(fam, folder, state)
         start_step, images_seen = int(state["step"]), int(state["images_seen"])
         train_time, best = float(state.get("train_time_s", 0.0)), dict(state.get("best", {}))
+        divergence.update(state.get("divergence", {}))
         if dist.main:
             print(f"resuming {run_dir} from {folder.name} (step {start_step})", file=sys.stderr)
     if dist.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        _trim_log(run_dir / "log.jsonl", start_step)
+    # Restore point for a divergence before the first checkpoint of this run (afterwards: on disk).
+    snapshot = (_snapshot(fam, start_step, images_seen, train_time, best, divergence)
+                if found is None and cfg.nan_policy == "rollback" else None)
+    if dist.main:
+        check_run_folder(run_dir, need_bytes=2 * checkpoint_bytes(fam))  # the next checkpoint and the final export
         atomic_write_json(run_dir / "config.json", cfg.to_dict())
 
     global_batch = cfg.batch * dist.world
     order = StepBatches(len(dataset), cfg.batch, cfg.seed, dist.rank, dist.world)
     end_step = cfg.steps
-    loader = DataLoader(_EpochView(dataset), batch_sampler=_Batches(order, start_step, end_step),
-                        collate_fn=_collate, num_workers=cfg.workers, pin_memory=device.type == "cuda",
-                        generator=torch.Generator().manual_seed(cfg.seed))  # not the global RNG
+
+    def make_loader(start: int) -> DataLoader:
+        return DataLoader(_EpochView(dataset), batch_sampler=_Batches(order, start, end_step),
+                          collate_fn=_collate, num_workers=cfg.workers, pin_memory=device.type == "cuda",
+                          generator=torch.Generator().manual_seed(cfg.seed))  # not the global RNG
+
     prompts = sample_prompts(dataset, cfg.sample_prompts, cfg.seed) if dist.main else []
 
     def write_samples(step: int) -> None:
@@ -428,7 +563,44 @@ def train(cfg: TrainConfig, *, dataset=None, encoder=None, evaluator: Evaluator 
         better = (not best or (value < best["value"] if cfg.best_mode == "min" else value > best["value"]))
         if better:
             best = {"metric": cfg.best_metric, "value": value, "step": step}
-            _save_checkpoint(run_dir, fam, cfg, step, images_seen, train_time, best, order, folder=ckpt_root / ckpt.BEST)
+            _save_checkpoint(run_dir, fam, cfg, step, images_seen, train_time, best, order, folder=ckpt_root / ckpt.BEST,
+                             divergence=divergence)
+
+    def roll_back(reason: str, at_step: int) -> int:
+        """Divergence guard: restore the last good state (checkpoint, or the start), lower every
+        learning rate by nan_lr_factor, and return the step to continue from."""
+        nonlocal images_seen, train_time, best
+        advice = "resume from the last checkpoint with a lower learning rate or a stronger regulariser"
+        if cfg.nan_policy == "raise":
+            raise FloatingPointError(f"training diverged: {reason} (nan_policy 'raise'); {advice}")
+        if divergence["rollbacks"] >= cfg.max_rollbacks:
+            raise FloatingPointError(f"training diverged: {reason}, after {divergence['rollbacks']} rollback(s) "
+                                     f"(max_rollbacks {cfg.max_rollbacks}); {advice}")
+        if snapshot is not None:
+            modules, state = snapshot["modules"], copy.deepcopy(snapshot["state"])  # optimizers alias loaded state
+            where = f"the start of this run (step {state['step']})"
+        else:
+            good = ckpt.latest_good_checkpoint(ckpt_root)
+            if good is None:
+                raise FloatingPointError(f"training diverged: {reason}, and {ckpt_root} holds no good checkpoint")
+            modules, state, where = good[0], ckpt.load_training_state(good[0]), good[0].name
+        _restore(fam, modules, state)
+        scale = divergence["lr_scale"] * cfg.nan_lr_factor
+        saved_scale = float(state.get("divergence", {}).get("lr_scale", 1.0))
+        for opt in fam.optimizers.values():
+            for group in opt.param_groups:
+                group["lr"] *= scale / saved_scale
+        divergence.update(rollbacks=divergence["rollbacks"] + 1, lr_scale=scale)
+        images_seen, train_time = int(state["images_seen"]), float(state.get("train_time_s", 0.0))
+        best = dict(state.get("best", {}))
+        if dist.main:
+            message = (f"training diverged ({reason}); rolled back to {where} with the learning rates x{scale:g} "
+                       f"(rollback {divergence['rollbacks']} of at most {cfg.max_rollbacks})")
+            print(message, file=sys.stderr, flush=True)
+            log.write({"kind": "rollback", "step": at_step, "to_step": int(state["step"]), "reason": reason,
+                       "lr_scale": scale, "rollbacks": divergence["rollbacks"]})
+            warnings.warn(message, DivergenceWarning, stacklevel=3)
+        return int(state["step"])
 
     # ---- loop
     from tqdm import tqdm
@@ -443,61 +615,79 @@ def train(cfg: TrainConfig, *, dataset=None, encoder=None, evaluator: Evaluator 
     t_interval, img_interval = time.time(), 0
     first = True
     with _StopFlag() as stop:
-        for batch in loader:
-            # data
-            if first:
-                first = False
-                if batch["image"].shape[-1] != cfg.resolution:
-                    raise ValueError(f"dataset images are {tuple(batch['image'].shape[1:])}, expected size {cfg.resolution}")
-            batch = _to_device(batch, device)
-            # step
-            t_step = time.time()
-            stats = fam.step(batch, step)
-            # ema
-            for live, ema in fam.ema_pairs:
-                update_ema(ema, live, ema_beta(cfg.ema_kimg, cfg.ema_rampup, images_seen, global_batch))
-            step += 1
-            images_seen += global_batch
-            train_time += time.time() - t_step
-            for k, v in stats.items():  # some stats come only on some steps (lazy regularisation)
-                sums[k] = sums.get(k, 0.0) + v.float()
-                counts[k] = counts.get(k, 0) + 1
-            img_interval += global_batch
-            bar.update(1)
-            # log
-            if step % cfg.log_every == 0 or (end_step is not None and step == end_step):
-                now = time.time()
-                means = {k: float(v) / counts[k] for k, v in sums.items()}
-                if not all(math.isfinite(v) for v in means.values()):
-                    raise FloatingPointError(f"losses became non-finite by step {step} ({means}); resume from the "
-                                             "last checkpoint with a lower learning rate or a stronger regulariser")
-                rate = img_interval / max(now - t_interval, 1e-9)
-                log.write({"kind": "train", "step": step, "kimg": images_seen / 1000, "time": round(train_time, 2),
-                           "images_per_s": round(rate, 2), **means})
-                bar.set_postfix({**{k: f"{v:.3f}" for k, v in means.items() if k.startswith("loss")},
-                                 "img/s": f"{rate:.0f}"})
-                sums, counts, t_interval, img_interval = {}, {}, now, 0
-            # sample
-            if dist.main and cfg.sample_every and step % cfg.sample_every == 0:
-                write_samples(step)
-            # eval
-            if dist.main and evaluator is not None and cfg.eval_every and step % cfg.eval_every == 0:
-                run_eval(step)
-            # checkpoint
-            if dist.main and cfg.ckpt_every and step % cfg.ckpt_every == 0:
-                _save_checkpoint(run_dir, fam, cfg, step, images_seen, train_time, best, order)
-                saved_at = step
-            # stop (every rank agrees, so they leave at the same step)
-            out_of_time = deadline is not None and budget_now() >= deadline
-            if dist.any(stop.requested or out_of_time):
-                stopped = stop.requested
+        while True:
+            diverged = None  # why the run must roll back, when it must
+            for batch in make_loader(step):
+                # data
+                if first:
+                    first = False
+                    if batch["image"].shape[-1] != cfg.resolution:
+                        raise ValueError(f"dataset images are {tuple(batch['image'].shape[1:])}, expected size {cfg.resolution}")
+                batch = _to_device(batch, device)
+                # step
+                t_step = time.time()
+                stats = fam.step(batch, step)
+                # divergence guard: one cheap check per step, agreed by every rank before anything is kept
+                if dist.any(not losses_finite(stats)):
+                    diverged = f"non-finite loss at step {step + 1}"
+                    break
+                # ema
+                for live, ema in fam.ema_pairs:
+                    update_ema(ema, live, ema_beta(cfg.ema_kimg, cfg.ema_rampup, images_seen, global_batch))
+                step += 1
+                images_seen += global_batch
+                train_time += time.time() - t_step
+                for k, v in stats.items():  # some stats come only on some steps (lazy regularisation)
+                    sums[k] = sums.get(k, 0.0) + v.float()
+                    counts[k] = counts.get(k, 0) + 1
+                img_interval += global_batch
+                bar.update(1)
+                # log
+                if step % cfg.log_every == 0 or (end_step is not None and step == end_step):
+                    now = time.time()
+                    means = {k: float(v) / counts[k] for k, v in sums.items()}
+                    rate = img_interval / max(now - t_interval, 1e-9)
+                    log.write({"kind": "train", "step": step, "kimg": images_seen / 1000, "time": round(train_time, 2),
+                               "images_per_s": round(rate, 2), **means})
+                    bar.set_postfix({**{k: f"{v:.3f}" for k, v in means.items() if k.startswith("loss")},
+                                     "img/s": f"{rate:.0f}"})
+                    sums, counts, t_interval, img_interval = {}, {}, now, 0
+                # sample
+                if dist.main and cfg.sample_every and step % cfg.sample_every == 0:
+                    write_samples(step)
+                # eval
+                if dist.main and evaluator is not None and cfg.eval_every and step % cfg.eval_every == 0:
+                    run_eval(step)
+                # checkpoint (weights are checked first: a checkpoint is always a good restore point)
+                if cfg.ckpt_every and step % cfg.ckpt_every == 0:
+                    if dist.any(not weights_finite(fam)):
+                        diverged = f"non-finite weights at step {step}"
+                        break
+                    if dist.main:
+                        _save_checkpoint(run_dir, fam, cfg, step, images_seen, train_time, best, order,
+                                         divergence=divergence)
+                    saved_at, snapshot = step, None
+                # stop (every rank agrees, so they leave at the same step)
+                out_of_time = deadline is not None and budget_now() >= deadline
+                if dist.any(stop.requested or out_of_time):
+                    stopped = stop.requested
+                    break
+            if diverged is None and saved_at != step and dist.any(not weights_finite(fam)):
+                diverged = f"non-finite weights at step {step}"
+            if diverged is None:
                 break
+            from_snapshot = snapshot is not None
+            step = roll_back(diverged, step)
+            saved_at = -1 if from_snapshot else step
+            sums, counts, t_interval, img_interval = {}, {}, time.time(), 0
+            bar.n = step
+            bar.refresh()
     bar.close()
 
     # ---- teardown
     if dist.main:
         if saved_at != step:
-            _save_checkpoint(run_dir, fam, cfg, step, images_seen, train_time, best, order)
+            _save_checkpoint(run_dir, fam, cfg, step, images_seen, train_time, best, order, divergence=divergence)
         if evaluator is not None and cfg.eval_every and step % cfg.eval_every != 0 and step > start_step:
             run_eval(step)
         write_samples(step)

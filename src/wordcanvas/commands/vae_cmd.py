@@ -1,0 +1,81 @@
+"""CLI verbs `reconstruct` and `edit` (a trained VAE, or a text-conditioned GAN by inversion)."""
+from __future__ import annotations
+
+import argparse
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("image", help="image file (cropped to a square and resized to the model's size)")
+    p.add_argument("--model", required=True, help="run folder, its final/ folder, or a checkpoint folder")
+    p.add_argument("--out", required=True, help="output PNG")
+    p.add_argument("--steps", type=int, default=300, help="GAN inversion steps (unused by a VAE)")
+    p.add_argument("--lpips-weight", dest="lpips_weight", type=float, default=1.0,
+                   help="GAN inversion: weight of LPIPS next to pixel MSE")
+    p.add_argument("--seed", type=int, default=0, help="GAN inversion starts / caption phrasing")
+    p.add_argument("--dataset", help="dataset the model was trained on, for predicting a missing source caption "
+                                     "(default: read from the run's config.json)")
+    p.add_argument("--compare", action="store_true", help="write [input | result] side by side")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int)
+
+
+def add_reconstruct_arguments(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("--caption", help="the image's caption (default: predicted with the dataset's probes)")
+
+
+def add_edit_arguments(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("--text", required=True, help="the edited caption: what the image should show")
+    p.add_argument("--source-caption", dest="source_caption",
+                   help="what the image shows now (default: predicted with the dataset's probes)")
+
+
+def _setup(args):
+    import torch
+
+    from wordcanvas.edit import Editor, load_image
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    editor = Editor.from_pretrained(args.model, device=args.device, dataset=args.dataset)
+    image = load_image(args.image, editor.channels, editor.resolution).to(args.device)
+    return editor, image
+
+
+def _save(args, image, result, info: dict) -> None:
+    from pathlib import Path
+
+    import torch
+
+    from wordcanvas.train.logging import png_info
+    from wordcanvas.utils.io import make_grid, tensor_to_pil
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    picture = make_grid(torch.cat([image, result]).cpu(), nrow=2) if args.compare else result[0].cpu()
+    tensor_to_pil(picture).save(out, pnginfo=png_info({k: v for k, v in info.items() if v is not None}))
+    print(out)
+
+
+def run_reconstruct(args: argparse.Namespace) -> int:
+    editor, image = _setup(args)
+    caption = editor.source_captions(image, args.caption, args.seed)[0]
+    result = editor.reconstruct(image, caption, steps=args.steps, seed=args.seed, lpips_weight=args.lpips_weight)
+    _save(args, image, result, {"caption": caption, "model": str(args.model), "source": str(args.image)})
+    return 0
+
+
+def run_edit(args: argparse.Namespace) -> int:
+    editor, image = _setup(args)
+    source = editor.source_captions(image, args.source_caption, args.seed)[0]
+    result = editor.edit(image, args.text, source, steps=args.steps, seed=args.seed, lpips_weight=args.lpips_weight)
+    _save(args, image, result, {"prompt": args.text, "source_caption": source, "model": str(args.model),
+                                "source": str(args.image)})
+    return 0
+
+
+VERBS: dict = {
+    "reconstruct": (add_reconstruct_arguments, run_reconstruct, "an image as a trained VAE (or inverted GAN) sees it"),
+    "edit": (add_edit_arguments, run_edit, "change an image to match an edited caption (VAE or GAN inversion)"),
+}

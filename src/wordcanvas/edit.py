@@ -1,0 +1,250 @@
+"""Text-guided editing, reconstruction and latent interpolation for trained models.
+
+    editor = Editor.from_pretrained("runs/faces_vae")            # a VAE or text-GAN run / model folder
+    edited = editor.edit(images, "a smiling woman with long hair", source="a woman with long hair")
+    again = editor.reconstruct(images, "a woman with long hair")
+
+VAE: encode the image with its caption, z = E[q(z | x, source)], decode z with the edited caption
+(the latent keeps what the caption does not say: pose, lighting, clothing...).
+GAN: invert the image into the generator's latent under the source caption (Adam on z with a pixel
++ LPIPS loss for a few hundred steps, from the best of several random starts), then regenerate
+with the edited caption.
+
+Without a source caption the editor predicts one with the dataset's probe classifiers and caption
+grammar (built-in datasets only: the dataset is read from the run's config.json or given).
+Images are float NCHW in [-1, 1] at the model's resolution (`load_image` brings a file there).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from wordcanvas.text.base import TextEmbedding
+
+EDITABLE_FAMILIES = ("vae", "gan")
+
+
+def load_image(path: str | os.PathLike, channels: int, resolution: int) -> torch.Tensor:
+    """An image file as (1, channels, resolution, resolution) in [-1, 1] (centre-cropped square,
+    antialiased resize, grey <-> RGB as the model needs)."""
+    from PIL import Image
+
+    img = Image.open(path)
+    img = img.convert("L" if channels == 1 else "RGB")
+    w, h = img.size
+    side = min(w, h)
+    img = img.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
+    x = torch.from_numpy(np.asarray(img, dtype=np.float32)).reshape(side, side, -1).permute(2, 0, 1)[None] / 127.5 - 1
+    if side != resolution:
+        x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
+    return x.clamp(-1, 1)
+
+
+def run_dataset(folder: str | os.PathLike) -> str | None:
+    """The dataset a model folder was trained on, from its run's config.json (final/ or a checkpoint)."""
+    folder = Path(folder)
+    for candidate in (folder / "config.json", folder.parent / "config.json", folder.parent.parent / "config.json"):
+        if candidate.exists():
+            data = json.loads(candidate.read_text())
+            if "family" in data and "data" in data:  # a TrainConfig, not a model's config.json
+                return data["data"]
+    manifest = folder / "manifest.json"
+    if manifest.exists():
+        return json.loads(manifest.read_text()).get("config", {}).get("data")
+    return None
+
+
+def predict_captions(images: torch.Tensor, dataset: str, seed: int = 0) -> list[str]:
+    """Captions for images of a built-in dataset, from its probe's predictions and caption grammar."""
+    from wordcanvas.metrics.probes import load_probe
+
+    try:
+        probe = load_probe(dataset)
+    except FileNotFoundError:
+        raise ValueError(f"no probe to describe images of {dataset!r}: pass the source caption") from None
+    pred = probe.predict(images)
+    if dataset == "fashion-mnist":
+        from wordcanvas.data.fashion_mnist import train_captions
+
+        return [train_captions(int(k))[0] for k in pred["class"]]
+    if dataset == "toy-faces":
+        rng = np.random.default_rng(seed)
+        return [face_caption({k: int(v[i]) for k, v in pred.items()}, rng) for i in range(len(images))]
+    raise ValueError(f"cannot write captions for {dataset!r} images: pass the source caption")
+
+
+def face_caption(attrs: dict[str, int], rng: np.random.Generator, also: tuple[str, ...] = ()) -> str:
+    """A training-style caption stating gender, age, hair, every accessory / feature present, and
+    the attributes named in `also` (whatever their value)."""
+    from wordcanvas.data.grammar import BALD, caption, mentionable
+
+    attrs = dict(attrs)
+    if attrs.get("hair_style") == BALD:
+        attrs["hair_color"], attrs["hat"] = -1, 0
+    present = [k for k in ("hat", "eyeglasses", "smiling", "beard", "lipstick", "earrings") if attrs.get(k) == 1]
+    wanted = dict.fromkeys(["gender", "age", "hair_color", "hair_style", *present, *also])
+    must = [k for k in wanted if k in mentionable(attrs)]
+    return caption(attrs, rng, "train", must_mention=must, low=len(must), high=len(must))[0]
+
+
+class Editor:
+    """Editing and reconstruction with a trained VAE or text-conditioned GAN (see module doc)."""
+
+    def __init__(self, t2i, dataset: str | None = None, lpips_net: str = "alex"):
+        family = t2i.family
+        if family not in EDITABLE_FAMILIES:
+            raise ValueError(f"editing needs a VAE or a text-conditioned GAN; this model is a {family!r}")
+        self.t2i, self.family, self.dataset = t2i, family, dataset
+        self.lpips_net = lpips_net
+        self._lpips = None
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu", encoder=None,
+                        dataset: str | None = None) -> "Editor":
+        from wordcanvas.generate import TextToImage
+
+        t2i = TextToImage.from_pretrained(path, device=device, encoder=encoder)
+        return cls(t2i, dataset or run_dataset(t2i.meta["path"]))
+
+    @property
+    def model(self):
+        return self.t2i.generator
+
+    @property
+    def channels(self) -> int:
+        return self.model.config.channels
+
+    @property
+    def resolution(self) -> int:
+        return self.model.config.resolution
+
+    def _texts(self, texts: str | list[str], n: int) -> TextEmbedding:
+        texts = [texts] * n if isinstance(texts, str) else list(texts)
+        if len(texts) != n:
+            raise ValueError(f"{n} images but {len(texts)} captions")
+        e = self.t2i.embed(texts)  # cloned: cached embeddings may be inference-mode tensors, unusable in autograd
+        return TextEmbedding(e.tokens.clone(), e.mask.clone(), e.pooled.clone())
+
+    def _check(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim != 4 or images.shape[1:] != (self.channels, self.resolution, self.resolution):
+            raise ValueError(f"images must be (N, {self.channels}, {self.resolution}, {self.resolution}) in [-1, 1], "
+                             f"got {tuple(images.shape)}; load files with wordcanvas.edit.load_image")
+        return images.float().to(self.t2i.device)
+
+    def source_captions(self, images: torch.Tensor, source: str | list[str] | None, seed: int = 0) -> list[str]:
+        if source is not None:
+            return [source] * len(images) if isinstance(source, str) else list(source)
+        if self.dataset is None:
+            raise ValueError("no source caption given, and the model's dataset is unknown, so none can be "
+                             "predicted: pass the source caption (--source-caption)")
+        return predict_captions(images.cpu(), self.dataset, seed)
+
+    # --- VAE ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor, captions: str | list[str]) -> torch.Tensor:
+        """VAE posterior means (N, z_dim) of images under their captions."""
+        if self.family != "vae":
+            raise ValueError("encode needs a VAE; a GAN is inverted with invert()")
+        images = self._check(images)
+        return self.model.encode(images, self._texts(captions, len(images)))[0]
+
+    # --- GAN inversion -------------------------------------------------------------------------
+    def lpips(self):
+        if self._lpips is None:
+            from wordcanvas.metrics.lpips import LPIPS
+
+            self._lpips = LPIPS(self.lpips_net).to(self.t2i.device)
+        return self._lpips
+
+    def _inversion_loss(self, fake: torch.Tensor, target: torch.Tensor, lpips_weight: float) -> torch.Tensor:
+        """Per-image pixel MSE + lpips_weight * LPIPS (small images are upsampled to 64 px for LPIPS,
+        whose AlexNet trunk needs room to see anything)."""
+        loss = (fake - target).square().flatten(1).mean(1)
+        if lpips_weight > 0:
+            size = max(64, fake.shape[-1])
+            up = lambda x: x if x.shape[-1] == size else F.interpolate(x, size=(size, size), mode="bilinear",  # noqa: E731
+                                                                       align_corners=False)
+            loss = loss + lpips_weight * self.lpips()(up(fake), up(target))
+        return loss
+
+    def invert(self, images: torch.Tensor, captions: str | list[str], steps: int = 300, lr: float = 0.05,
+               lpips_weight: float = 1.0, candidates: int = 16, seed: int = 0, prior_weight: float = 1e-3
+               ) -> torch.Tensor:
+        """GAN latents (N, z_dim) whose images under `captions` match `images`: the best of `candidates`
+        random starts, then Adam on z for `steps` steps (pixel MSE + LPIPS, a weak pull to the prior)."""
+        if self.family != "gan":
+            raise ValueError("invert needs a GAN; a VAE encodes with encode()")
+        G, images = self.model, self._check(images)
+        n, text = len(images), self._texts(captions, len(images))
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            starts = G.sample_noise(n * candidates, g, device="cpu").to(images.device).view(candidates, n, -1)
+            losses = torch.stack([self._inversion_loss(G(z, text), images, lpips_weight) for z in starts])
+            z = starts[losses.argmin(0), torch.arange(n)].clone()
+        z.requires_grad_(True)
+        opt = torch.optim.Adam([z], lr=lr)
+        for _ in range(steps):
+            loss = self._inversion_loss(G(z, text), images, lpips_weight) + prior_weight * z.square().mean(1)
+            opt.zero_grad(set_to_none=True)
+            loss.sum().backward()  # per-image losses: each latent gets its own gradient
+            opt.step()
+        return z.detach()
+
+    # --- the public verbs ----------------------------------------------------------------------
+    def latents(self, images: torch.Tensor, captions: list[str], steps: int = 300, seed: int = 0, **inversion
+                ) -> torch.Tensor:
+        if self.family == "vae":
+            return self.encode(images, captions)
+        return self.invert(images, captions, steps=steps, seed=seed, **inversion)
+
+    def reconstruct(self, images: torch.Tensor, captions: str | list[str] | None = None, steps: int = 300,
+                    seed: int = 0, **inversion) -> torch.Tensor:
+        """The model's version of the images under their captions (VAE: posterior mean decoded;
+        GAN: inverted latent regenerated)."""
+        captions = self.source_captions(self._check(images), captions, seed)
+        z = self.latents(images, captions, steps, seed, **inversion)
+        with torch.no_grad():
+            return self.model(z, self._texts(captions, len(images))).float()
+
+    def edit(self, images: torch.Tensor, target: str | list[str], source: str | list[str] | None = None,
+             steps: int = 300, seed: int = 0, **inversion) -> torch.Tensor:
+        """Images changed to match `target` caption(s): latents under the source caption(s), decoded
+        with the target. Deterministic for given inputs and seed."""
+        images = self._check(images)
+        source = self.source_captions(images, source, seed)
+        z = self.latents(images, source, steps, seed, **inversion)
+        with torch.no_grad():
+            return self.model(z, self._texts(target, len(images))).float()
+
+    @torch.no_grad()
+    def interpolate(self, prompt_a: str, prompt_b: str, steps: int = 8, seed: int = 0,
+                    images: tuple[torch.Tensor, torch.Tensor] | None = None,
+                    temperature: float | None = None) -> torch.Tensor:
+        """steps images going from (latent a, prompt a) to (latent b, prompt b): latents are two prior
+        draws (seed, seed + 1) at the temperature, or the latents of two given images (a VAE encodes
+        them, a GAN inverts them); the text embeddings are interpolated linearly alongside."""
+        model = self.model
+        if images is not None:
+            with torch.enable_grad():
+                za = self.latents(images[0], [prompt_a], seed=seed)[0]
+                zb = self.latents(images[1], [prompt_b], seed=seed)[0]
+        else:
+            t = temperature if temperature is not None else self.t2i.meta.get("truncation")
+            mode = self.t2i.meta.get("truncation_mode", "resample")
+            za, zb = (model.sample_noise(1, torch.Generator().manual_seed(seed + k), t, mode, device="cpu")[0]
+                      .to(self.t2i.device) for k in (0, 1))
+        from wordcanvas.models.vae import interpolate_latents
+
+        z = interpolate_latents(za, zb, steps)
+        ea, eb = self.t2i.embed([prompt_a]), self.t2i.embed([prompt_b])
+        both = TextEmbedding.cat([ea, eb])
+        w = torch.linspace(0, 1, steps, device=z.device)
+        text = TextEmbedding(torch.lerp(both.tokens[0:1], both.tokens[1:2], w[:, None, None]),
+                             (both.mask[0:1] | both.mask[1:2]).expand(steps, -1),
+                             torch.lerp(both.pooled[0:1], both.pooled[1:2], w[:, None]))
+        return model(z, text).float()

@@ -1,0 +1,119 @@
+"""The web page end to end in headless Chromium (Debian's chromium + chromium-driver, through selenium):
+type a prompt, click, see the images; a request the server refuses shows its error on the page."""
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+
+import pytest
+import torch
+from t2i_fixtures import tiny_run
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+DRIVER = shutil.which("chromedriver")
+if not (CHROMIUM and DRIVER):
+    pytest.skip("no headless browser: install Debian's chromium and chromium-driver (scripts/setup.sh does as root)",
+                allow_module_level=True)
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[dev]')")
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    import uvicorn
+
+    from wordcanvas.pipeline import TextToImagePipeline
+    from wordcanvas.server.app import Limits, create_app
+
+    torch.set_num_threads(1)
+    app = create_app({"squares": TextToImagePipeline.from_pretrained(tiny_run(tmp_path_factory))},
+                     limits=Limits(edit_steps=5))
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if srv.started:
+            break
+        time.sleep(0.05)
+    assert srv.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1200,900"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def test_type_a_prompt_click_and_see_images(server, browser):
+    browser.get(server + "/")
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#model option")) == 1)  # the model list loaded
+    browser.find_element(By.ID, "prompt").send_keys("a red square")
+    n = browser.find_element(By.ID, "n")
+    n.clear()
+    n.send_keys("3")
+    browser.find_element(By.ID, "generate").click()
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#gallery figure.result img")) == 3)
+    images = browser.find_elements(By.CSS_SELECTOR, "#gallery figure.result img")
+    wait.until(lambda d: all(d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", im)
+                             for im in images))
+    assert [browser.execute_script("return arguments[0].naturalWidth", im) for im in images] == [16, 16, 16]
+    captions = [f.text for f in browser.find_elements(By.CSS_SELECTOR, "#gallery figcaption")]
+    assert all(c.startswith("a red square") for c in captions) and "seed 0" in captions[0]
+    assert not browser.find_element(By.ID, "error").is_displayed()
+
+
+def test_a_refused_request_shows_its_error(server, browser):
+    browser.get(server + "/")
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#model option")) == 1)
+    prompt = browser.find_element(By.ID, "prompt")
+    prompt.send_keys("a very long prompt " * 40)  # 760 characters; the server's limit is 500
+    browser.find_element(By.ID, "generate").click()
+    error = wait.until(EC.visibility_of_element_located((By.ID, "error")))
+    assert "422" in error.text and "limit is 500" in error.text
+    assert not browser.find_elements(By.CSS_SELECTOR, "#gallery figure.result")
+    assert browser.find_element(By.ID, "generate").is_enabled()  # the page recovers for the next try
+
+
+def test_edit_tab_uploads_an_image_and_shows_the_result(server, browser, tmp_path):
+    pytest.importorskip("wordcanvas.edit")
+    from PIL import Image
+
+    picture = tmp_path / "red.png"
+    Image.new("RGB", (24, 24), (220, 20, 20)).save(picture)
+    browser.get(server + "/")
+    wait = WebDriverWait(browser, 60)
+    browser.find_element(By.ID, "tab-edit").click()
+    assert browser.find_element(By.ID, "panel-edit").is_displayed()
+    assert not browser.find_element(By.ID, "panel-generate").is_displayed()
+    browser.find_element(By.ID, "edit-file").send_keys(str(picture))
+    browser.find_element(By.ID, "edit-text").send_keys("a blue square")
+    browser.find_element(By.ID, "edit-source").send_keys("a red square")
+    browser.find_element(By.ID, "edit").click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#gallery figure.result img"))
+    image = browser.find_element(By.CSS_SELECTOR, "#gallery figure.result img")
+    wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image))
+    assert browser.execute_script("return arguments[0].naturalWidth", image) == 16
+    assert browser.find_element(By.CSS_SELECTOR, "#gallery figcaption").text.startswith("a blue square")

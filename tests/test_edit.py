@@ -1,0 +1,142 @@
+"""Text-guided editing and reconstruction: the VAE path (on the short Fashion-MNIST run that
+tests/test_vae.py trains) and GAN inversion (on a small random generator whose true latents are known)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from test_vae import WORDS, HashEncoder, OneWordFashion, judge_class, trained_fashion_vae
+from wordcanvas.edit import Editor, face_caption, load_image, predict_captions, run_dataset
+
+
+@pytest.fixture(scope="module")
+def vae_editor():
+    from wordcanvas.generate import TextToImage
+
+    run = trained_fashion_vae().run_dir
+    return Editor(TextToImage.from_pretrained(run, encoder=HashEncoder()), dataset=run_dataset(run / "final"))
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    data = OneWordFashion(32, "test")  # images the run never saw
+    images = torch.stack([data.image(i) for i in range(32)])
+    labels = torch.tensor([data.labels(i)["class"] for i in range(32)])
+    return images, labels, [data.captions(i)[0] for i in range(32)]
+
+
+def test_vae_edit_shapes_and_determinism(vae_editor, held_out):
+    images, labels, captions = held_out
+    target = [WORDS[(int(k) + 5) % 10] for k in labels]
+    a = vae_editor.edit(images, target, source=captions)
+    assert a.shape == images.shape and a.min() >= -1 and a.max() <= 1
+    assert torch.equal(a, vae_editor.edit(images, target, source=captions))
+
+
+def test_vae_unchanged_caption_gives_a_close_reconstruction(vae_editor, held_out):
+    images, labels, captions = held_out
+    same = vae_editor.edit(images, captions, source=captions)
+    assert torch.equal(same, vae_editor.reconstruct(images, captions))
+    error = (same - images).square().mean()
+    shuffled = (images - images.roll(1, dims=0)).square().mean()  # distance to another garment
+    assert error < 0.35 * shuffled, (float(error), float(shuffled))
+
+
+def test_vae_edit_moves_towards_the_target_class(vae_editor, held_out):
+    images, labels, captions = held_out
+    target = (labels + 5) % 10
+    edited = vae_editor.edit(images, [WORDS[int(k)] for k in target], source=captions)
+    same = vae_editor.reconstruct(images, captions)
+    assert (edited - same).abs().mean() > 0.02  # the caption changes the picture
+    # the latent keeps some of the source's shape, so not every edit lands; chance is 0.1
+    assert (judge_class(edited) == target).float().mean() >= 0.25
+
+
+def test_missing_source_caption_is_predicted_or_refused(vae_editor, held_out):
+    from wordcanvas.data.fashion_mnist import train_captions
+
+    images, labels, _ = held_out
+    assert vae_editor.dataset == "fashion-mnist"
+    predicted = predict_captions(images, "fashion-mnist")
+    assert all(any(p in train_captions(k) for k in range(10)) for p in predicted)  # training-style captions
+    assert torch.equal(vae_editor.edit(images, "bag"), vae_editor.edit(images, "bag", source=predicted))
+    blind = Editor(vae_editor.t2i, dataset=None)
+    with pytest.raises(ValueError, match="pass the source caption"):
+        blind.edit(images, "bag")
+    with pytest.raises(ValueError, match=r"images must be \(N, 1, 16, 16\)"):
+        blind.edit(images[:, :, :8], "a bag", source="a coat")
+
+
+def test_face_caption_states_the_predicted_attributes():
+    from wordcanvas.data.grammar import ATTRIBUTES
+
+    import numpy as np
+
+    attrs = {name: 0 for name in ATTRIBUTES}
+    attrs.update(gender=1, age=2, hair_style=1, hair_color=4, eyeglasses=1, beard=1)
+    text = face_caption(attrs, np.random.default_rng(0))
+    for word in ("man", "old", "grey", "short"):
+        assert word in text, text
+    assert "glasses" in text or "eyeglasses" in text
+
+
+def test_load_image_crops_resizes_and_converts(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (40, 30), (255, 0, 0)).save(tmp_path / "red.png")
+    x = load_image(tmp_path / "red.png", 1, 16)
+    assert x.shape == (1, 1, 16, 16)
+    torch.testing.assert_close(x, torch.full_like(x, 0.299 * 255 / 127.5 - 1), atol=0.01, rtol=0)
+    assert load_image(tmp_path / "red.png", 3, 8)[0, :, 0, 0].tolist() == pytest.approx([1, -1, -1])
+
+
+# --- GAN inversion on a generator whose true latents are known --------------------------------
+
+@pytest.fixture(scope="module")
+def gan_editor():
+    from wordcanvas.generate import TextToImage
+    from wordcanvas.models.gan import Generator, GeneratorConfig
+
+    torch.manual_seed(0)
+    G = Generator(GeneratorConfig(resolution=16, channels=3, text_dim=16, z_dim=8, cond_dim=16, ngf=16,
+                                  max_channels=32, attn_resolutions=()))
+    from wordcanvas.models.layers import Affine
+
+    for m in G.modules():  # affines start as the identity; make the caption matter, as training would
+        if isinstance(m, Affine):
+            torch.nn.init.normal_(m.mlp[-1].weight, std=0.2)
+    return Editor(TextToImage(G, HashEncoder(), {"family": "gan"}))
+
+
+def test_gan_inversion_recovers_a_generated_image(gan_editor):
+    G = gan_editor.model
+    captions = ["a red square", "a blue block", "a small green box"]
+    text = HashEncoder().encode(captions)
+    with torch.no_grad():
+        targets = G(G.sample_noise(3, torch.Generator().manual_seed(11)), text)
+        start = G(G.sample_noise(3, torch.Generator().manual_seed(12)), text)
+    z = gan_editor.invert(targets, captions, steps=40, lr=0.05, candidates=4, seed=0)
+    assert z.shape == (3, 8)
+    short = lambda: gan_editor.invert(targets, captions, steps=3, candidates=2, seed=1)  # noqa: E731
+    torch.testing.assert_close(short(), short(), rtol=0, atol=0)  # deterministic
+    with torch.no_grad():
+        recon = G(z, text)
+    before = (start - targets).square().mean()
+    after = (recon - targets).square().mean()
+    assert after < 0.25 * before, (float(after), float(before))
+    # unchanged caption: edit == reconstruct; another caption changes the picture
+    same = gan_editor.edit(targets, captions, source=captions, steps=3, candidates=2)
+    assert torch.equal(same, gan_editor.reconstruct(targets, captions, steps=3, candidates=2))
+    other = gan_editor.edit(targets, "a yellow square", source=captions, steps=3, candidates=2)
+    assert other.shape == targets.shape and not torch.allclose(other, same)
+
+
+def test_interpolation_between_prompts_and_images(vae_editor, held_out):
+    images, _, captions = held_out
+    frames = vae_editor.interpolate("sneaker", "dress", steps=5, seed=3)
+    assert frames.shape == (5, 1, 16, 16)
+    ends = vae_editor.t2i(["sneaker", "dress"], n=1, seed=3)  # both from the prior draw of seed 3
+    torch.testing.assert_close(frames[0], ends[0], atol=1e-5, rtol=0)
+    pair = vae_editor.interpolate(captions[0], captions[1], steps=4, images=(images[:1], images[1:2]))
+    torch.testing.assert_close(pair[0], vae_editor.reconstruct(images[:1], captions[0])[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(pair[-1], vae_editor.reconstruct(images[1:2], captions[1])[0], atol=1e-5, rtol=0)
