@@ -480,9 +480,17 @@ def main(argv=None) -> int:
     device = resolve_device(args.device)
     results["device"] = str(device)
     extractor = InceptionFeatures(device=device, threads=args.threads)
-    floor = {k: v for k, v in evaluate_real_vs_real(args.data, args.n_eval, 0, extractor, args.progress).items()
-             if k in ("fid", "kid", "kid_std", "precision", "recall", "n", "seconds")}
-    results["floor"] = floor
+    floor_cache: dict = {}
+
+    def floor() -> dict:
+        """The real-vs-real floor, computed when the first evaluation needs it (after training,
+        so a benchmark restarted while training never recomputes it; the features are cached)."""
+        if not floor_cache:
+            floor_cache.update({k: v for k, v in evaluate_real_vs_real(args.data, args.n_eval, 0, extractor,
+                                                                       args.progress).items()
+                                if k in ("fid", "kid", "kid_std", "precision", "recall", "n", "seconds")})
+            results["floor"] = dict(floor_cache)
+        return floor_cache
 
     for name in args.models:
         model = results["models"].setdefault(name, {"marks": []})
@@ -499,7 +507,7 @@ def main(argv=None) -> int:
             result = train(cfg)
             wall = time.time() - wall
             print(f"== {name}: evaluating at {minutes:g} min (step {result.step})", file=sys.stderr)
-            evaluation, samples = evaluate_mark(result.family, name, args, extractor, floor)
+            evaluation, samples = evaluate_mark(result.family, name, args, extractor, floor())
             if samples is not None:  # the first evaluation images, for a look at what was scored
                 from wordcanvas.utils.io import make_grid, tensor_to_pil
 
