@@ -117,6 +117,24 @@ def as_prompts(prompts) -> list[Prompt]:
     return [p if isinstance(p, Prompt) else Prompt(str(p), {}) for p in prompts]
 
 
+@torch.no_grad()
+def generate_images(fam, prompts, seed: int, **noise) -> torch.Tensor:
+    """One image per prompt from a text family's inference model (GAN generator, VAE decoder) in
+    eval mode, noise drawn from `seed` (`noise`: the model's sample_noise options); the training
+    modes are restored afterwards."""
+    prompts = as_prompts(prompts)
+    model, modules = fam.inference_generator, [fam.inference_generator] + ([fam.encoder] if fam.trainable else [])
+    modes = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    text = embed_texts(fam.encoder, [p.text for p in prompts], fam.device)
+    z = model.sample_noise(len(prompts), torch.Generator(device=fam.device).manual_seed(seed), **noise)
+    images = model(z, text).float()
+    for m, mode in zip(modules, modes):
+        m.train(mode)
+    return images
+
+
 # --- text-conditioned GAN ----------------------------------------------------------------------
 
 @dataclass
@@ -271,23 +289,9 @@ class GANFamily:
         stats["loss_g"] = loss_g.detach()
         return stats
 
-    @torch.no_grad()
     def generate(self, prompts, seed: int = 0) -> torch.Tensor:
         """One image per prompt (str or Prompt) from the inference generator, noise from `seed`."""
-        prompts = as_prompts(prompts)
-        G = self.inference_generator
-        was_training = G.training
-        G.eval()
-        if self.trainable:
-            self.encoder.eval()
-        text = embed_texts(self.encoder, [p.text for p in prompts], self.device)
-        z = G.sample_noise(len(prompts), torch.Generator(device=self.device).manual_seed(seed),
-                           self.s.truncation, self.s.truncation_mode)
-        images = G(z, text).float()
-        G.train(was_training)
-        if self.trainable:
-            self.encoder.train()
-        return images
+        return generate_images(self, prompts, seed, truncation=self.s.truncation, mode=self.s.truncation_mode)
 
     def sample(self, prompts, n: int, seed: int = 0) -> torch.Tensor:
         """Sample grid: n images per prompt, the same n noise vectors for every prompt (prompt-major)."""

@@ -21,7 +21,7 @@ from torch import nn
 
 from wordcanvas.models.vae import TextVAE, VAEConfig, bits_per_dim, kl_standard_normal, reparameterize
 from wordcanvas.text.base import TextEmbedding
-from wordcanvas.train.gan_step import (GANFamily, as_prompts, d_fake_loss, d_real_loss, embed_texts, g_loss,
+from wordcanvas.train.gan_step import (GANFamily, d_fake_loss, d_real_loss, embed_texts, g_loss, generate_images,
                                        is_trainable, settings_from, step_generator)
 
 
@@ -177,22 +177,9 @@ class VAEFamily:
         stats.update(loss_d=loss_d.detach(), adversarial=adv.detach())
         return s.adversarial_weight * adv
 
-    @torch.no_grad()
     def generate(self, prompts, seed: int = 0) -> torch.Tensor:
         """One prior sample per prompt (decoder mean), latents from `seed` at the configured temperature."""
-        prompts = as_prompts(prompts)
-        model = self.inference_generator
-        was_training = model.training
-        model.eval()
-        if self.trainable:
-            self.encoder.eval()
-        text = embed_texts(self.encoder, [p.text for p in prompts], self.device)
-        z = model.sample_noise(len(prompts), torch.Generator(device=self.device).manual_seed(seed), self.s.temperature)
-        images = model(z, text).float()
-        model.train(was_training)
-        if self.trainable:
-            self.encoder.train()
-        return images
+        return generate_images(self, prompts, seed, truncation=self.s.temperature)
 
     sample = GANFamily.sample
 
