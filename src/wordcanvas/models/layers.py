@@ -113,7 +113,9 @@ class UpConv3x3(nn.Conv2d):
 
     def upsampled_weight(self) -> torch.Tensor:
         w = self.weight
-        if torch.is_grad_enabled() and w.requires_grad:
+        # Cached only where no graph is recorded: a kernel cached under inference_mode cannot be
+        # saved for a backward pass (e.g. GAN inversion, which differentiates through frozen weights).
+        if torch.is_grad_enabled():
             return _upsampled_kernel(w)
         key = (w.data_ptr(), w._version, w.dtype, w.device)
         if self._cached is None or self._cached[0] != key:
