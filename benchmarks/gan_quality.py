@@ -217,37 +217,13 @@ def generate_fn(fam, name: str, prompt_sets: list):
 
 def faithfulness(generate, data: str, n: int, heldout: bool, split: str, batch_size: int, r_repeats: int,
                  progress: bool, seed: int = 0) -> dict:
-    """Probe scores and R-precision only (no Inception): evaluate_generator's prompts, seeds, probe,
-    dual encoder and candidate pool, for the secondary (held-out) evaluations."""
-    import torch
-    from tqdm.auto import tqdm
+    """Probe scores and R-precision only (no Inception, no diversity), for the secondary evaluations."""
+    from wordcanvas.metrics.evaluate import evaluate_generator
 
-    from wordcanvas.data import load_dataset
-    from wordcanvas.metrics.evaluate import BATCH_SEED_STRIDE, POOL_SEED, POOL_SIZE
-    from wordcanvas.metrics.probes import load_probe, score_predictions
-    from wordcanvas.metrics.rprecision import candidate_pool, load_dual_encoder, r_precision, scheme_of
-
-    start = time.time()
-    prompt_set = load_dataset(data, split, seed=seed)
-    prompts = prompt_set.eval_prompts(n, seed=seed, heldout=heldout)
-    probe, dual = load_probe(data), load_dual_encoder(data)
-    predictions, embeddings = [], []
-    for b, lo in enumerate(tqdm(range(0, n, batch_size), desc=f"generate {split}{' heldout phrasing' if heldout else ''}",
-                                unit="batch", disable=not progress, leave=False)):
-        chunk = prompts[lo:lo + batch_size]
-        images = generate([p.text for p in chunk], seed * BATCH_SEED_STRIDE + b).detach().float().cpu().clamp(-1, 1)
-        predictions.append(probe.predict(images))
-        embeddings.append(dual.embed_images(images))
-    preds = {k: torch.cat([p[k] for p in predictions]) for k in predictions[0]}
-    scores = score_predictions(preds, prompts, probe.config.scheme)
-    scores["probe"] = {"version": probe.config.version, "sha256": probe.weights_sha256}
-    scores["real_ceiling"] = probe.meta.get("real_test")
-    pool = candidate_pool(prompt_set, POOL_SIZE, POOL_SEED, heldout)
-    rp = r_precision(dual, None, prompts, pool, seed=seed, repeats=r_repeats, scheme=scheme_of(data),
-                     label_names=list(prompt_set.label_spec.classes), image_embeddings=torch.cat(embeddings))
-    rp["real"] = dual.meta.get("real_test_heldout_phrasing" if heldout else "real_test")
-    return {"kind": "faithfulness", "dataset": data, "split": split, "heldout_phrasing": heldout, "n": n,
-            "seed": seed, "probe": scores, "r_precision": rp, "seconds": round(time.time() - start, 1)}
+    result = evaluate_generator(generate, data, n=n, heldout=heldout, split=split, seed=seed, batch_size=batch_size,
+                                r_repeats=r_repeats, progress=progress, distribution=False, diversity_prompts=0)
+    result.pop("_samples", None)
+    return result
 
 
 def secondary_evaluations(data: str) -> list[tuple[str, bool, str]]:

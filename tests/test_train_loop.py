@@ -304,13 +304,14 @@ def test_sigterm_finishes_the_step_saves_and_exits(tmp_path):
         os.kill(os.getpid(), signal.SIGTERM)
         return {"fid": 1.0}
 
+    before = signal.getsignal(signal.SIGTERM)
     result = train(tiny_config(tmp_path / "run", steps=50, eval_every=4, ckpt_every=0),
                    dataset=ColourSquares(n=40), encoder=HashEncoder(), evaluator=evaluator)
     assert result.stopped_early and result.step == 4
     assert ckpt.verify_checkpoint(tmp_path / "run" / "checkpoints" / "step-0000004")["step"] == 4
     assert ckpt.verify_checkpoint(tmp_path / "run" / "checkpoints" / "best")["best"]["value"] == 1.0
     assert (tmp_path / "run" / "final" / "generator" / "model.safetensors").exists()
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+    assert signal.getsignal(signal.SIGTERM) is before  # handlers restored
 
 
 # --- other families and processes -------------------------------------------------------------
