@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import atexit
 import functools
-import hashlib
 import json
 import math
 import shutil
@@ -21,25 +20,11 @@ from PIL import Image
 
 from wordcanvas.models.vae import (TextVAE, VAEConfig, discretized_log_prob, importance_weighted_nll,
                                    kl_standard_normal, negative_elbo, quantize)
-from wordcanvas.text.base import TextEmbedding, TextEncoder
 from wordcanvas.train import TrainConfig, train
 
+from test_train_loop import HashEncoder  # shared with the loop tests
+
 LEVELS = torch.arange(256, dtype=torch.float64) / 127.5 - 1  # the 256 grey levels on the [-1, 1] scale
-
-
-class HashEncoder(TextEncoder):
-    """Each word -> a fixed random vector seeded by its md5; pooled = mean of the words."""
-
-    name, dim, max_tokens = "hash-test", 16, 8
-
-    def _encode_batch(self, texts):
-        tokens = torch.zeros(len(texts), self.max_tokens, self.dim)
-        mask = torch.zeros(len(texts), self.max_tokens, dtype=torch.bool)
-        for i, text in enumerate(texts):
-            for j, word in enumerate(text.lower().split()[: self.max_tokens]):
-                g = torch.Generator().manual_seed(int(hashlib.md5(word.encode()).hexdigest()[:8], 16))
-                tokens[i, j], mask[i, j] = torch.randn(self.dim, generator=g), True
-        return TextEmbedding(tokens, mask, tokens.sum(1) / mask.sum(1, keepdim=True).clamp(min=1))
 
 
 # --- likelihoods and KL against independent references ----------------------------------------
