@@ -185,7 +185,7 @@ def write_model_cards(rows: list[dict], timings: list[dict]) -> None:
         table = "\n".join(f"| {r['method']} | {r['psnr_y']:.2f} | {r['psnr_gain_db']:+.2f} | {r['ssim_y']:.4f} | "
                           f"{r['lpips']:.4f} |" for r in shown)
         sp = next((r for r in timings if r["method"] == name.replace("-gan", "") and r["call"] == "tensor"), None)
-        speed = (f"\nSpeed (x4 path, 128 x 128 -> 512 x 512, {sp['threads']} threads, shared machine): median "
+        speed = (f"\nSpeed (x4 path, 128 x 128 -> 512 x 512, {sp['threads']} threads, quiet machine): median "
                  f"{sp['median_ms']:.1f} ms.\n" if sp and scale == 4 else "")
         init = t.get("model_settings", {}).get("init")
         card = CARD.format(name=name, scale=scale, description=DESCRIPTIONS.get(name, ""), params=mine["params"],
