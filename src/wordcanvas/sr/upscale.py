@@ -8,57 +8,28 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from torch import nn
 
 from wordcanvas.assets import AssetMissing
+from wordcanvas.utils.images import ImageLoadError, open_image  # noqa: F401  (ImageLoadError re-exported)
 
 DEFAULT_MAX_PIXELS = 4096 * 4096  # input pixels; a x4 result of this size is already 268 megapixels
 METHODS = ("fast", "quality", "quality-gan", "realesrgan", "bicubic")
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"  # shipped trained weights: sr-<name>-x<scale>/
 
 
-class ImageLoadError(ValueError):
-    """A file that is not a readable image, or one refused by the pixel limit; the message says which."""
-
-
 # --------------------------------------------------------------------------- loading
 
 def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Open and fully decode an image, refusing corrupt files and images above `max_pixels`.
-
-    The size is checked from the header before any pixel is decoded, so a decompression bomb
-    (a tiny file announcing a gigantic image) costs nothing. EXIF rotation is applied.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ImageLoadError(f"{path}: no such file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit below decides
-            img = Image.open(path)
-            w, h = img.size
-            if w * h > max_pixels:
-                raise ImageLoadError(f"{path}: {w}x{h} = {w * h:,} pixels is above the limit of {max_pixels:,} "
-                                     f"(raise it with max_pixels / --max-pixels if you trust the file)")
-            if w == 0 or h == 0:
-                raise ImageLoadError(f"{path}: image has zero size")
-            img.load()
-            return ImageOps.exif_transpose(img)
-    except ImageLoadError:
-        raise
-    except Image.DecompressionBombError as e:
-        raise ImageLoadError(f"{path}: refused as a decompression bomb ({e})") from None
-    except UnidentifiedImageError:
-        raise ImageLoadError(f"{path}: not an image file (format not recognised)") from None
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:  # PIL's ways of saying "corrupt"
-        raise ImageLoadError(f"{path}: corrupt or truncated image ({type(e).__name__}: {e})") from None
+    """Open and fully decode an image (utils.images.open_image: header pixel limit before decoding,
+    corrupt files refused, EXIF rotation), with the upscaler's own pixel limit."""
+    return open_image(path, max_pixels=max_pixels)
 
 
 def _pil_to_array(img: Image.Image) -> np.ndarray:
