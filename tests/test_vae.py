@@ -22,7 +22,7 @@ from wordcanvas.models.vae import (TextVAE, VAEConfig, discretized_log_prob, imp
                                    kl_standard_normal, negative_elbo, quantize)
 from wordcanvas.train import TrainConfig, train
 
-from test_train_loop import HashEncoder  # shared with the loop tests
+from test_train_loop import HashEncoder, all_state  # shared with the loop tests
 
 LEVELS = torch.arange(256, dtype=torch.float64) / 127.5 - 1  # the 256 grey levels on the [-1, 1] scale
 
@@ -238,16 +238,6 @@ def test_reconstructions_beat_prior_samples(learned):
 
 
 # --- exact resume (VAE-GAN and perceptual terms on, so their state is checkpointed too) ---------
-
-def all_state(result) -> dict[str, torch.Tensor]:
-    out = {}
-    for name, module in result.family.modules.items():
-        out.update({f"{name}.{k}": v for k, v in module.state_dict().items()})
-    for name, opt in result.family.optimizers.items():
-        for pid, st in opt.state_dict()["state"].items():
-            out.update({f"opt.{name}.{pid}.{k}": v for k, v in st.items() if torch.is_tensor(v)})
-    return out
-
 
 def test_resume_is_bit_identical(tmp_path):
     model = {"model": {"nf": 8, "max_channels": 16, "z_dim": 8, "cond_dim": 8, "attn_resolutions": [8]},
