@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from wordcanvas.models.gan import (DCGANConfig, DCGANDiscriminator, DCGANGenerator, Discriminator,
-                                   DiscriminatorConfig, Generator, GeneratorConfig, count_parameters, sample_noise)
+                                   DiscriminatorConfig, Generator, GeneratorConfig, count_parameters, minibatch_stddev,
+                                   sample_noise)
 from wordcanvas.models.layers import CrossAttention, UpBlock, upsample2x
 from wordcanvas.text.base import TextEmbedding
 from wordcanvas.train.augment import diff_augment, rand_translation
@@ -33,6 +34,21 @@ def test_generator_and_discriminator_shapes(res, channels, text_dim):
     d_proj = Discriminator(DiscriminatorConfig(resolution=res, channels=channels, text_dim=text_dim, ndf=8,
                                                max_channels=32, cond_head="projection"))
     assert [t.shape for t in d_proj(images, emb.pooled)] == [(2,), (2,)]
+
+
+def test_minibatch_stddev_measures_each_groups_spread():
+    x = torch.randn(6, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    out = minibatch_stddev(x, 4)  # 6 is not divisible by 4: groups of 3, members i, i + 2, i + 4
+    assert out.shape == (6, 4, 4, 4) and torch.equal(out[:, :3], x)
+    for i in range(6):
+        members = x[i % 2::2]
+        spread = ((members - members.mean(0)).square().mean(0)).sqrt().mean()
+        assert torch.allclose(out[i, 3], spread.expand(4, 4), atol=1e-6)
+    collapsed = minibatch_stddev(x[:1].expand(4, -1, -1, -1), 4)  # identical images: no spread
+    assert collapsed[:, 3].abs().max() < 1e-3
+    d = Discriminator(DiscriminatorConfig(resolution=16, channels=1, text_dim=8, ndf=4, max_channels=8, mbstd_group=4,
+                                          cond_head="projection"))
+    assert [t.shape for t in d(torch.randn(8, 1, 16, 16), torch.randn(8, 8))] == [(8,), (8,)]
 
 
 def test_default_sizes_suit_a_cpu():

@@ -232,7 +232,7 @@ def test_serve_command_builds_the_app_it_runs(pipe, monkeypatch):
         assert c.post("/v1/generate", json={"prompt": "a red square", "model": "tiny-t2i-run"}).status_code == 200
 
 
-def test_a_full_queue_answers_503(pipe):
+def test_a_full_queue_answers_429(pipe):
     with TestClient(create_app({"squares": pipe}, limits=Limits(max_pending_images=0))) as c:
         r = c.post("/v1/generate", json={"prompt": "a red square"})
-        assert r.status_code == 503 and r.headers["retry-after"] == "1" and "busy" in r.text
+        assert r.status_code == 429 and r.headers["retry-after"] == "1" and "busy" in r.text

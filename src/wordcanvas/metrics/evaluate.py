@@ -7,6 +7,14 @@ floor beside them), prompt faithfulness (probe scores, R-precision) and per-prom
 generate_fn(prompts: list[str], seed: int) -> float NCHW images in [-1, 1], one per prompt; the
 same (prompts, seed) must give the same images. Everything else is fixed here so numbers from
 different models and runs are comparable (see docs/metrics.md).
+
+Distributed (torch.distributed initialised, e.g. under torchrun): every rank calls the same function;
+the generation batches and the real-image chunks are dealt out round-robin, each rank generates
+and extracts features for its share, and the results are gathered in the original order before any
+statistic, so every rank returns what one process would (same seeds per batch, same batches).
+The reference-feature cache is used only when every rank finds it. The statistics (FID, KID,
+precision-recall, probe scores, R-precision, diversity) are computed once, on rank 0, and the
+result is sent to every rank.
 """
 from __future__ import annotations
 
@@ -14,16 +22,17 @@ import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from .distribution import fid_from_features, kid, precision_recall
-from .inception import PROTOCOL, InceptionFeatures
+from .inception import FEATURE_DIM, PROTOCOL, InceptionFeatures
 
 GenerateFn = Callable[[list[str], int], torch.Tensor]
+T = TypeVar("T")
 
 REAL_SPLITS = {"reference": "test", "other": "train"}
 POOL_SIZE = 1000          # R-precision candidate pool (eval prompts under POOL_SEED)
@@ -54,6 +63,71 @@ def real_vs_real(dataset_a_images: torch.Tensor | Iterable[torch.Tensor],
 
 
 # ---------------------------------------------------------------------------------------------
+# Sharding over processes
+# ---------------------------------------------------------------------------------------------
+
+def process_group() -> tuple[int, int]:
+    """(rank, world size) of the default torch.distributed group, (0, 1) when there is none."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _to_cpu(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def map_sharded(fn: Callable[[int], T], count: int, progress: bool = False, desc: str = "") -> list[T]:
+    """[fn(i) for i in range(count)], item i computed on rank i % world; with a process group the
+    results (moved to CPU) are gathered so that every rank returns the whole list in item order."""
+    rank, world = process_group()
+    mine = range(rank, count, world)
+    local = [fn(i) for i in tqdm(mine, desc=desc, unit="batch", disable=not (progress and rank == 0))]
+    if world == 1:
+        return local
+    gathered: list = [None] * world
+    torch.distributed.all_gather_object(gathered, _to_cpu(local))
+    return [gathered[i % world][i // world] for i in range(count)]
+
+
+def on_rank0(fn: Callable[[], T]) -> T:
+    """fn() on rank 0 only, its result sent to every rank (plain fn() without a process group); an
+    error on rank 0 is raised on every rank rather than leaving the others waiting."""
+    rank, world = process_group()
+    if world == 1:
+        return fn()
+    box: list = [None]
+    if rank == 0:
+        try:
+            box = [("ok", fn())]
+        except BaseException as error:
+            torch.distributed.broadcast_object_list([("error", repr(error))], src=0)
+            raise
+    torch.distributed.broadcast_object_list(box, src=0)
+    status, value = box[0]
+    if status == "error":
+        raise RuntimeError(f"rank 0 failed: {value}")
+    return value
+
+
+def all_ranks(flag: bool) -> bool:
+    """True on every rank when the flag is true on every rank (plain `flag` without a process group)."""
+    _, world = process_group()
+    if world == 1:
+        return bool(flag)
+    flags: list = [None] * world
+    torch.distributed.all_gather_object(flags, bool(flag))
+    return all(flags)
+
+
+# ---------------------------------------------------------------------------------------------
 # Real data through the reference-feature cache
 # ---------------------------------------------------------------------------------------------
 
@@ -69,22 +143,35 @@ def _real_dataset(name: str, split: str, n: int, seed: int = 0):
     return dataset
 
 
-def _image_batches(dataset, n: int, batch_size: int = 64) -> Iterator[torch.Tensor]:
-    for start in range(0, n, batch_size):
-        yield torch.stack([dataset.image(i) for i in range(start, min(n, start + batch_size))])
+def extract_dataset(dataset, n: int, extractor: InceptionFeatures, progress: bool = True,
+                    desc: str = "inception") -> np.ndarray:
+    """Features of the first n images of a dataset, in chunks of 4 extractor batches (the same
+    network batches with one process or many; with a process group the chunks are sharded)."""
+    chunk = 4 * extractor.batch_size
+
+    def features_of_chunk(c: int) -> np.ndarray:
+        images = torch.stack([dataset.image(i) for i in range(c * chunk, min(n, (c + 1) * chunk))])
+        return extractor.extract(images, progress=False)
+
+    parts = map_sharded(features_of_chunk, -(-n // chunk), progress=progress, desc=desc)
+    return np.concatenate(parts) if parts else np.zeros((0, FEATURE_DIM))
 
 
 def real_features(name: str, split: str, n: int, extractor: InceptionFeatures, seed: int = 0,
                   progress: bool = True) -> np.ndarray:
     """Inception features of the first n real images of a split, from the cache when present."""
-    from .features import get_reference_features
+    from .features import load_reference_features, save_reference_features
 
     dataset = _real_dataset(name, split, n, seed)
     key = {"dataset": name, "split": split, "count": int(n), "protocol": PROTOCOL, "extractor": extractor.identity,
            "resolution": dataset.resolution, "seed": seed}
-    compute = lambda: extractor.extract(_image_batches(dataset, n), total=n, progress=progress,
-                                        desc=f"inception {name} {split}")
-    return get_reference_features(key, compute).features
+    cached = load_reference_features(key)
+    if all_ranks(cached is not None and cached.features is not None):  # ranks must agree, or some would wait forever
+        return cached.features
+    features = np.asarray(extract_dataset(dataset, n, extractor, progress, desc=f"inception {name} {split}"), np.float64)
+    if process_group()[0] == 0:
+        save_reference_features(key, features)
+    return features
 
 
 def evaluate_real_vs_real(dataset_name: str, n: int = 10_000, seed: int = 0,
@@ -95,7 +182,7 @@ def evaluate_real_vs_real(dataset_name: str, n: int = 10_000, seed: int = 0,
     extractor = extractor or InceptionFeatures()
     test = real_features(dataset_name, REAL_SPLITS["reference"], n, extractor, seed, progress)
     train = real_features(dataset_name, REAL_SPLITS["other"], n, extractor, seed, progress)
-    metrics = distribution_metrics(test, train, kid_subset_size=kid_subset_size, seed=seed)
+    metrics = on_rank0(lambda: distribution_metrics(test, train, kid_subset_size=kid_subset_size, seed=seed))
     return {"kind": "real_vs_real", "dataset": dataset_name, "n": int(n), "reference_split": "test",
             "compared_split": "train", "resolution": _real_dataset(dataset_name, "test", 1, seed).resolution,
             "protocol": PROTOCOL, "extractor": extractor.identity, "backend": extractor.backend, **metrics,
@@ -134,48 +221,60 @@ def evaluate_generator(generate_fn: GenerateFn, dataset_name: str, n: int = 10_0
     prompts = prompt_set.eval_prompts(n, seed=seed, heldout=heldout)
     probe, dual = load_probe(dataset_name), load_dual_encoder(dataset_name)
 
-    features, predictions, embeddings, samples = [], [], [], []
-    batches = range(0, n, batch_size)
-    for b, lo in enumerate(tqdm(batches, desc=f"generate {dataset_name}", unit="batch", disable=not progress)):
+    def score_batch(b: int) -> dict:
+        lo = b * batch_size
         chunk = prompts[lo:lo + batch_size]
         images = _check_images(generate_fn([p.text for p in chunk], seed * BATCH_SEED_STRIDE + b), len(chunk))
-        if sum(len(s) for s in samples) < keep_samples:
-            samples.append(images[:keep_samples])
-        if distribution:
-            features.append(extractor.features_of_batch(images))
-        predictions.append(probe.predict(images))
-        embeddings.append(dual.embed_images(images))
-    preds = {k: torch.cat([p[k] for p in predictions]) for k in predictions[0]}
+        return {"samples": images[:max(keep_samples - lo, 0)],
+                "features": extractor.features_of_batch(images) if distribution else None,
+                "predictions": probe.predict(images), "embeddings": dual.embed_images(images)}
 
-    result = {"kind": "generator", "dataset": dataset_name, "split": split, "heldout_phrasing": heldout, "n": n,
-              "seed": seed, "protocol": PROTOCOL}
+    # batch b always gets seed s * stride + b, so sharding the batches over ranks changes nothing
+    scored = map_sharded(score_batch, -(-n // batch_size), progress=progress, desc=f"generate {dataset_name}")
+    features = [r["features"] for r in scored]
+    samples = [r["samples"] for r in scored if len(r["samples"])]
+    embeddings = [r["embeddings"] for r in scored]
+    preds = {k: torch.cat([r["predictions"][k] for r in scored]) for k in scored[0]["predictions"]}
+
+    # the reference sets first: every rank takes part in extracting them
+    reference = floor_metrics = None
     if distribution:
         capacity = n if dataset_name in PROCEDURAL else len(_real_dataset(dataset_name, split, 1, seed))
         reference = real_features(dataset_name, split, min(n, capacity), extractor, seed, progress)
-        result.update(extractor=extractor.identity, backend=extractor.backend,
-                      **distribution_metrics(reference, np.concatenate(features), seed=seed))
     if distribution and floor and split == "test":
-        result["floor"] = {k: v for k, v in evaluate_real_vs_real(dataset_name, n, seed, extractor, progress).items()
-                           if k in ("fid", "kid", "kid_std", "precision", "recall", "n")}
+        floor_metrics = {k: v for k, v in evaluate_real_vs_real(dataset_name, n, seed, extractor, progress).items()
+                         if k in ("fid", "kid", "kid_std", "precision", "recall", "n")}
 
-    scores = score_predictions(preds, prompts, probe.config.scheme)
-    scores["probe"] = {"version": probe.config.version, "sha256": probe.weights_sha256}
-    scores["real_ceiling"] = probe.meta.get("real_test")
-    result["probe"] = scores
+    def statistics() -> dict:
+        result = {"kind": "generator", "dataset": dataset_name, "split": split, "heldout_phrasing": heldout, "n": n,
+                  "seed": seed, "protocol": PROTOCOL}
+        if distribution:
+            result.update(extractor=extractor.identity, backend=extractor.backend,
+                          **distribution_metrics(reference, np.concatenate(features), seed=seed))
+        if floor_metrics is not None:
+            result["floor"] = floor_metrics
 
-    pool = candidate_pool(prompt_set, POOL_SIZE, POOL_SEED, heldout)
-    rp = r_precision(dual, None, prompts, pool, seed=seed, repeats=r_repeats, scheme=scheme_of(dataset_name),
-                     label_names=list(prompt_set.label_spec.classes), image_embeddings=torch.cat(embeddings))
-    rp["dual_encoder"] = {"version": dual.config.version, "sha256": dual.weights_sha256,
-                          "text_encoder": dual.config.text_encoder}
-    rp["real"] = dual.meta.get("real_test_heldout_phrasing" if heldout else "real_test")
-    result["r_precision"] = rp
+        scores = score_predictions(preds, prompts, probe.config.scheme)
+        scores["probe"] = {"version": probe.config.version, "sha256": probe.weights_sha256}
+        scores["real_ceiling"] = probe.meta.get("real_test")
+        result["probe"] = scores
 
-    if diversity_prompts and diversity_seeds >= 2:
-        texts = [p.text for p in prompts[:diversity_prompts]]
-        seeds = [seed * BATCH_SEED_STRIDE + 500_000 + k for k in range(diversity_seeds)]
-        result["diversity"] = generator_diversity(lambda t, s: _check_images(generate_fn(t, s), len(t)), texts, seeds,
-                                                  progress=progress)
+        pool = candidate_pool(prompt_set, POOL_SIZE, POOL_SEED, heldout)
+        rp = r_precision(dual, None, prompts, pool, seed=seed, repeats=r_repeats, scheme=scheme_of(dataset_name),
+                         label_names=list(prompt_set.label_spec.classes), image_embeddings=torch.cat(embeddings))
+        rp["dual_encoder"] = {"version": dual.config.version, "sha256": dual.weights_sha256,
+                              "text_encoder": dual.config.text_encoder}
+        rp["real"] = dual.meta.get("real_test_heldout_phrasing" if heldout else "real_test")
+        result["r_precision"] = rp
+
+        if diversity_prompts and diversity_seeds >= 2:
+            texts = [p.text for p in prompts[:diversity_prompts]]
+            seeds = [seed * BATCH_SEED_STRIDE + 500_000 + k for k in range(diversity_seeds)]
+            result["diversity"] = generator_diversity(lambda t, s: _check_images(generate_fn(t, s), len(t)), texts,
+                                                      seeds, progress=progress)
+        return result
+
+    result = on_rank0(statistics)  # computed once; every rank returns the same numbers
     result["seconds"] = round(time.time() - start, 1)
     result["_samples"] = torch.cat(samples)[:keep_samples] if samples else None
     return result

@@ -109,6 +109,9 @@ class DiscriminatorConfig:
     max_channels: int = 256       # width cap
     cond_head: str = "concat"     # "concat" (DF-GAN: text tiled onto 4x4 features, convs) or "projection"
     residual_gain: float = 1.0    # initial gate of each residual path (DF-GAN: 0; 1 learned faster, steadier in short runs)
+    mbstd_group: int = 0          # minibatch standard deviation (ProGAN) over groups of this many images, one extra
+                                  # feature channel before the heads: D sees a batch's diversity, so collapsed
+                                  # generators are told apart from real data; 0 = off
 
     def __post_init__(self):
         check_resolution(self.resolution)
@@ -129,7 +132,7 @@ class Discriminator(PretrainedModel):
         self.from_rgb = nn.Conv2d(c.channels, width(c.resolution), 3, 1, 1)
         sizes = [c.resolution >> i for i in range(c.resolution.bit_length() - 3)]  # resolution, ..., 8
         self.blocks = nn.Sequential(*(DownBlock(width(s), width(s // 2), c.residual_gain) for s in sizes))
-        feat = width(4)
+        feat = width(4) + (1 if c.mbstd_group > 0 else 0)
         self.uncond_head = nn.Sequential(nn.Conv2d(feat, feat // 2, 3, 1, 1), nn.LeakyReLU(0.2), nn.Conv2d(feat // 2, 1, 4))
         if c.cond_head == "concat":
             self.text_proj = TextProjection(c.text_dim, c.cond_dim)
@@ -139,7 +142,8 @@ class Discriminator(PretrainedModel):
             self.text_proj = TextProjection(c.text_dim, feat)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.blocks(self.from_rgb(images))
+        x = self.blocks(self.from_rgb(images))
+        return minibatch_stddev(x, self.config.mbstd_group) if self.config.mbstd_group > 0 else x
 
     def heads(self, features: torch.Tensor, pooled: torch.Tensor, standardized: bool = False
               ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -156,6 +160,18 @@ class Discriminator(PretrainedModel):
 
     def forward(self, images: torch.Tensor, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.heads(self.features(images), pooled)
+
+
+def minibatch_stddev(x: torch.Tensor, group: int) -> torch.Tensor:
+    """Append one channel: the standard deviation of each feature over a group of images (images
+    i, i + B/g, i + 2B/g, ... form a group, as in StyleGAN2), averaged over features and positions.
+    A batch not divisible by `group` uses the largest divisor that is <= group."""
+    b, c, h, w = x.shape
+    g = max(d for d in range(1, min(group, b) + 1) if b % d == 0)
+    y = x.reshape(g, -1, c, h, w)
+    y = (y.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # (B/g,)
+    y = y.repeat(g)[:, None, None, None].expand(b, 1, h, w)
+    return torch.cat([x, y], dim=1)
 
 
 # --- plain conditional DCGAN baseline (Radford et al. 2016 + class conditioning) ---------------

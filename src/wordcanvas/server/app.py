@@ -13,7 +13,8 @@ GET  /v1/models, GET /healthz, GET / (the web page), GET /docs (OpenAPI)
 Concurrent generate requests for one model are micro-batched into one generator pass
 (server/batching.py). All torch work runs in one worker thread. Limits answer with a clear 4xx:
 413 body / upload / pixels too large, 415 not an image, 422 invalid fields, 404 unknown model,
-501 editing not available, 503 queue full.
+501 editing not available, 429 (with Retry-After) when the generate queue is full: overload is the
+client's cue to back off, not a server fault.
 """
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ class Limits:
     max_upload_bytes: int = 8 * 2**20         # one uploaded file (the whole body may hold 64 KiB more)
     max_upload_pixels: int = 2048 * 2048      # decoded upload, checked from the header before decoding
     max_stylize_side: int = 1024              # stylize works at most at this longer side
-    max_pending_images: int = 1024            # queued images per model before 503
+    max_pending_images: int = 1024            # queued images per model before 429
     edit_steps: int = 200                     # GAN inversion steps for /v1/edit
 
 
@@ -125,6 +126,23 @@ class GenerateResponse(BaseModel):
     height: int
     elapsed_ms: float
     images: list[GeneratedImage] = Field(description="prompt-major: image i * n + j is prompt i, seed + j")
+
+
+class ErrorResponse(BaseModel):
+    detail: str | list[dict] = Field(description="what was wrong: a sentence, or FastAPI's list of field errors")
+
+
+_ERRORS = {404: "unknown model", 413: "body, upload or pixels above the limit", 415: "an upload is not an image",
+           422: "invalid fields, prompts or image", 429: "queue full: retry after Retry-After seconds",
+           501: "editing not available"}
+
+
+def error_responses(*codes: int) -> dict:
+    """OpenAPI entries for the refusals an operation can answer with (all with an ErrorResponse body)."""
+    out = {code: {"model": ErrorResponse, "description": _ERRORS[code]} for code in codes}
+    if 429 in out:
+        out[429]["headers"] = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
+    return out
 
 
 @dataclass
@@ -269,7 +287,14 @@ def create_app(models, *, limits: Limits | None = None, backend: str = "torch", 
     limits = limits or Limits()
     pipes = _load_pipelines(models, backend)
     default_model = next(iter(pipes))
-    torch_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wordcanvas-torch")
+    torch_pool: list[ThreadPoolExecutor] = []  # the one thread for all torch work; a fresh one after a shutdown
+
+    def torch_thread() -> ThreadPoolExecutor:
+        if not torch_pool:  # first use, or the app started again after its lifespan ended (tests, reloads)
+            torch_pool.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="wordcanvas-torch"))
+            for b in batchers.values():
+                b.executor = torch_pool[0]
+        return torch_pool[0]
 
     def run_generation(pipe, jobs: list[_GenerateJob]) -> list:
         images = pipe.render([p for j in jobs for p in j.prompts], [s for j in jobs for s in j.seeds],
@@ -285,18 +310,21 @@ def create_app(models, *, limits: Limits | None = None, backend: str = "torch", 
         return out
 
     batchers = {name: MicroBatcher(lambda jobs, pipe=pipe: run_generation(pipe, jobs), max_size=max_batch,
-                                   max_wait_ms=max_wait_ms, executor=torch_thread,
+                                   max_wait_ms=max_wait_ms, executor=None,
                                    max_pending=limits.max_pending_images)
                 for name, pipe in pipes.items()}
+    torch_thread()  # ready before any lifespan starts (apps called without one)
 
     async def on_torch_thread(fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(torch_thread, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(torch_thread(), fn, *args)
 
     async def lifespan(app):
+        torch_thread()
         yield
         for b in batchers.values():
             await b.close()
-        torch_thread.shutdown(wait=False, cancel_futures=True)
+        if torch_pool:
+            torch_pool.pop().shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="wordcanvas", version="0.1.0", lifespan=lifespan,
                   description="Text to image with a language model and a text-conditioned GAN or VAE.")
@@ -372,6 +400,13 @@ def create_app(models, *, limits: Limits | None = None, backend: str = "torch", 
 
     # ---- generate
     generate_schema = GenerateRequest.model_json_schema()
+    props = generate_schema["properties"]  # the limits of this server, so /docs and schema-driven clients know them
+    props["prompt"]["anyOf"][0]["maxLength"] = limits.max_prompt_chars
+    props["prompts"]["anyOf"][0].update(maxItems=limits.max_prompts, items={"type": "string",
+                                                                            "maxLength": limits.max_prompt_chars})
+    props["n"]["maximum"] = min(limits.max_n, limits.max_images)
+    props["upscaler"]["enum"] = list(UPSCALER_NAMES)
+    props["style"]["anyOf"][0]["enum"] = list(BUILTIN_STYLES)
     multipart_schema = {"type": "object", "properties": {
         **{k: v for k, v in generate_schema["properties"].items() if k != "style_image"},
         "style_image": {"type": "string", "format": "binary", "description": "style image file"}}}
@@ -381,7 +416,8 @@ def create_app(models, *, limits: Limits | None = None, backend: str = "torch", 
                   "application/json": {"schema": generate_schema},
                   "multipart/form-data": {"schema": multipart_schema}}}},
               responses={200: {"model": GenerateResponse, "content": {"image/png": {}},
-                               "description": "JSON with base64 PNGs, or one PNG with format=png"}})
+                               "description": "JSON with base64 PNGs, or one PNG with format=png"},
+                         **error_responses(404, 413, 415, 422, 429)})
     async def generate(request: Request):
         started = time.perf_counter()
         style_upload = None
@@ -433,7 +469,7 @@ def create_app(models, *, limits: Limits | None = None, backend: str = "torch", 
         try:
             images = await batchers[name].submit(job, size=job.size)
         except QueueFull as e:
-            raise HTTPException(503, detail=f"busy: {e}", headers={"Retry-After": "1"}) from None
+            raise HTTPException(429, detail=f"busy: {e}", headers={"Retry-After": "1"}) from None
         except ValueError as e:  # e.g. a style image the style network cannot use
             raise _error(422, str(e)) from None
         elapsed = round(1000 * (time.perf_counter() - started), 2)
@@ -471,7 +507,7 @@ def create_app(models, *, limits: Limits | None = None, backend: str = "torch", 
                       "image": {"type": "string", "format": "binary"},
                       "scale": {"type": "integer", "enum": [2, 4], "default": 4},
                       "method": {"type": "string", "enum": list(UPSCALER_NAMES), "default": "auto"}}}}}}},
-              responses={200: {"content": {"image/png": {}}}})
+              responses={200: {"content": {"image/png": {}}}, **error_responses(413, 415, 422)})
     async def upscale(request: Request):
         form = await _form(request)
         scale = _form_value(form, "scale", int, 4, allowed=[s for s in UPSCALES if s > 1])
@@ -492,8 +528,9 @@ def create_app(models, *, limits: Limits | None = None, backend: str = "torch", 
                       "style": {"type": "string", "format": "binary", "description": "style image file"},
                       "style_name": {"type": "string", "enum": list(BUILTIN_STYLES)},
                       "alpha": {"type": "number", "minimum": 0, "maximum": 1, "default": 1},
-                      "size": {"type": "integer", "description": "longer side of the result"}}}}}}},
-              responses={200: {"content": {"image/png": {}}}})
+                      "size": {"type": "integer", "minimum": 16, "maximum": limits.max_stylize_side,
+                               "description": "longer side of the result"}}}}}}},
+              responses={200: {"content": {"image/png": {}}}, **error_responses(413, 415, 422)})
     async def stylize(request: Request):
         form = await _form(request)
         alpha = _form_value(form, "alpha", float, 1.0, low=0.0, high=1.0)
@@ -502,14 +539,17 @@ def create_app(models, *, limits: Limits | None = None, backend: str = "torch", 
         style = await _upload(form, "style", limits, required=False)
         if (style is None) == (style_name is None):
             raise _error(422, "give exactly one of: a style image file ('style') or a built-in 'style_name'")
-        size = _form_value(form, "size", int, min(max(image.size), limits.max_stylize_side), low=16,
-                           high=limits.max_stylize_side)
+        size = _form_value(form, "size", int, min(max(16, *image.size), limits.max_stylize_side), low=16,
+                           high=limits.max_stylize_side)  # a tiny upload: a 16 px result, the least the network takes
         from wordcanvas.pipeline import builtin_style
 
         pipe = pipes[default_model]
         style_img = style.convert("RGB") if style is not None else builtin_style(style_name)
-        out = await on_torch_thread(lambda: pipe.stylizer.stylize(image.convert("RGB"), [style_img], alpha=alpha,
-                                                                 size=size))
+        try:
+            out = await on_torch_thread(lambda: pipe.stylizer.stylize(image.convert("RGB"), [style_img], alpha=alpha,
+                                                                     size=size))
+        except ValueError as e:  # an image or style the network cannot use
+            raise _error(422, str(e)) from None
         return await run_in_threadpool(png_response, out)
 
     @app.post("/v1/edit", summary="edit an uploaded image with text (multipart: image, text, source, model, seed)",
@@ -518,8 +558,9 @@ def create_app(models, *, limits: Limits | None = None, backend: str = "torch", 
                       "image": {"type": "string", "format": "binary"},
                       "text": {"type": "string", "description": "the caption the result should match"},
                       "source": {"type": "string", "description": "caption of the uploaded image (optional)"},
-                      "model": {"type": "string"}, "seed": {"type": "integer", "default": 0}}}}}}},
-              responses={200: {"content": {"image/png": {}}}, 501: {"description": "editing not available"}})
+                      "model": {"type": "string"},
+                      "seed": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1, "default": 0}}}}}}},
+              responses={200: {"content": {"image/png": {}}}, **error_responses(404, 413, 415, 422, 501)})
     async def edit(request: Request):
         form = await _form(request)
         text = form.get("text")

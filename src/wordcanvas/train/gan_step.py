@@ -25,7 +25,7 @@ from wordcanvas.models.gan import (DCGANConfig, DCGANDiscriminator, DCGANGenerat
                                    DiscriminatorConfig, Generator, GeneratorConfig)
 from wordcanvas.models.layers import standardize
 from wordcanvas.text.base import TextEmbedding
-from wordcanvas.train.augment import diff_augment, parse_policy
+from wordcanvas.train.augment import BatchRandom, diff_augment, parse_policy
 
 # --- losses -------------------------------------------------------------------------------------
 
@@ -86,10 +86,30 @@ def mode_seeking_loss(fake_a: torch.Tensor, fake_b: torch.Tensor, z_a: torch.Ten
 # --- shared helpers ----------------------------------------------------------------------------
 
 def step_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
-    """The source of all randomness of one step (noise, augmentation): a function of (seed, step,
-    rank) only, so a resumed run draws exactly what an uninterrupted one would."""
+    """A generator that is a function of (seed, step, rank) only, so a resumed run draws exactly
+    what an uninterrupted one would (families whose draws may differ per process use the rank)."""
     mixed = (seed * 1_000_003 + step) * 1_009 + rank
     return torch.Generator(device=device).manual_seed(mixed % (2 ** 63 - 1))
+
+
+def batch_random(seed: int, step: int, dist, device: torch.device) -> BatchRandom:
+    """The source of all per-sample randomness of one step (noise, augmentation, reparameterisation):
+    a function of (seed, step) for the GLOBAL batch, of which each process takes its own slice, so
+    w processes x batch b draw per sample what one process with batch w*b draws (and with one
+    process, exactly what step_generator(seed, step, 0) draws)."""
+    return BatchRandom(step_generator(seed, step, 0, device), dist.rank, dist.world)
+
+
+def roll_global(x: torch.Tensor, dist, shifts: int = 1) -> torch.Tensor:
+    """x.roll(shifts, 0) over the global batch, this process's slice: sample i of the global batch
+    gets row i - shifts of the global batch, however the batch is split over processes (one
+    all_gather of x, which is detached: gradients do not cross processes)."""
+    if dist.world == 1:
+        return x.roll(shifts, dims=0)
+    parts = [torch.empty_like(x) for _ in range(dist.world)]
+    torch.distributed.all_gather(parts, x.detach().contiguous())
+    b = len(x)
+    return torch.cat(parts).roll(shifts, dims=0)[dist.rank * b:(dist.rank + 1) * b]
 
 
 def is_trainable(encoder) -> bool:
@@ -223,8 +243,11 @@ class GANFamily:
         return self.D.features(diff_augment(images, self.augment, g) if self.augment else images)
 
     def step(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
+        """One D and one G update. Every draw is per sample and the mismatched caption comes from the
+        global batch, so gradients averaged over processes equal one process's on the global batch
+        (up to summation order); only the mode-seeking term (pairs within the local batch) differs."""
         s, G, D = self.s, self.G, self.D
-        g = step_generator(self.cfg.seed, step, self.dist.rank, self.device)
+        g = batch_random(self.cfg.seed, step, self.dist, self.device)
         real, captions = batch["image"], batch["caption"]
         b = real.shape[0]
         stats = {}
@@ -237,14 +260,14 @@ class GANFamily:
         # Discriminator: real+matching text is real; fake, and real with another caption, are not.
         D.requires_grad_(True)
         with torch.no_grad(), self.autocast():
-            fake = G(G.sample_noise(b, g), text).float()
+            fake = G(g.noise(G, b), text).float()
         do_reg = s.reg != "none" and step % s.reg_every == 0
         real = real.detach().requires_grad_(do_reg and s.reg in ("magp", "r1"))
         pooled = standardize(text.pooled.detach().float()).requires_grad_(do_reg and s.reg == "magp")
         with self.autocast():
             f_real, f_fake = self.run_d(real, g), self.run_d(fake, g)
             u_real, m_real = D.heads(f_real, pooled, standardized=True)
-            _, m_mis = D.heads(f_real, pooled.roll(1, dims=0), standardized=True)
+            _, m_mis = D.heads(f_real, roll_global(pooled, self.dist), standardized=True)
             u_fake, m_fake = D.heads(f_fake, pooled, standardized=True)
             w = s.mismatch_weight
             loss_d = (d_real_loss(s.loss, m_real) + (1 - w) * d_fake_loss(s.loss, m_fake) + w * d_fake_loss(s.loss, m_mis)
@@ -255,7 +278,7 @@ class GANFamily:
                 elif s.reg == "r1":
                     reg = r1_penalty(m_real + s.uncond_weight * u_real, real, s.reg_weight)
                 else:
-                    eps = torch.rand(b, 1, 1, 1, generator=g, device=self.device)
+                    eps = g.rand(b, 1, 1, 1, device=self.device)
                     mixed = (eps * real.detach() + (1 - eps) * fake).requires_grad_(True)
                     u_mix, m_mix = D.heads(self.run_d(mixed, g), pooled, standardized=True)
                     reg = wgan_gp_penalty(m_mix + s.uncond_weight * u_mix, mixed, s.reg_weight)
@@ -272,13 +295,13 @@ class GANFamily:
         D.requires_grad_(False)
         text = text_g
         with self.autocast():
-            z = G.sample_noise(b, g)
+            z = g.noise(G, b)
             fake = G(z, text)
             u_fake, m_fake = D.heads(self.run_d(fake.float(), g), text.pooled.float())
             loss_g = g_loss(s.loss, m_fake) + s.uncond_weight * g_loss(s.loss, u_fake)
             if s.mode_seeking > 0 and b >= 2:
                 h = b // 2
-                z2 = G.sample_noise(h, g)
+                z2 = g.noise(G, h)
                 ms = mode_seeking_loss(fake[:h], G(z2, text[:h]), z[:h], z2)
                 loss_g = loss_g + s.mode_seeking * ms
                 stats["mode_seeking"] = ms.detach()
@@ -352,15 +375,17 @@ class DCGANFamily:
                 "classes": self.classes, "class_phrases": self.phrases, "resolution": self.cfg.resolution, "channels": self.G.config.channels}
 
     def step(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
+        """Noise is drawn per sample of the global batch, but BatchNorm normalises over each process's
+        own batch, so a multi-process run is NOT the same as one process with the global batch."""
         G, D = self.G, self.D
-        g = step_generator(self.cfg.seed, step, self.dist.rank, self.device)
+        g = batch_random(self.cfg.seed, step, self.dist, self.device)
         real, labels = batch["image"], batch["labels"][self.label].to(self.device)
         b = real.shape[0]
 
         D.requires_grad_(True)
         with self.autocast():
             with torch.no_grad():
-                fake = G(G.sample_noise(b, g), labels)
+                fake = G(g.noise(G, b), labels)
             d_real, d_fake = D(real, labels), D(fake.detach(), labels)
             loss_d = d_real_loss("ns", d_real) + d_fake_loss("ns", d_fake)
         self.opt_d.zero_grad(set_to_none=True)
@@ -370,7 +395,7 @@ class DCGANFamily:
 
         D.requires_grad_(False)
         with self.autocast():
-            fake = G(G.sample_noise(b, g), labels)
+            fake = G(g.noise(G, b), labels)
             loss_g = g_loss("ns", D(fake, labels))
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()

@@ -18,7 +18,16 @@ when it brings its own data) and offering:
 
 Exact resume: the data order is a seeded permutation per epoch, addressed by step, captions are
 drawn per (seed, epoch, index), and every random draw of a step comes from a generator seeded
-by (seed, step, rank), so k steps + resume + (N - k) steps equals N steps bit for bit on CPU.
+by (seed, step), so k steps + resume + (N - k) steps equals N steps bit for bit on CPU.
+
+Processes (torchrun; gloo on CPU, nccl on CUDA): rank r of w takes rows [r*b, (r+1)*b) of the
+global batch that one process with batch w*b would take, the GAN and VAE families draw their
+per-sample randomness for the global batch and keep their slice, and gradients are averaged, so
+w processes x batch b train like one process x batch w*b up to float summation order (batch
+statistics aside: the DCGAN's BatchNorm, the mode-seeking pairs, VAE free bits). Only rank 0 writes
+checkpoints, logs and samples; logged losses are means over all ranks; the evaluator runs on every
+rank (so it may shard its work: metrics.evaluate.evaluate_generator does). A run resumes on another
+number of processes when the global batch stays the same (batch x processes).
 
 Faults: a run killed at any moment resumes from the newest checkpoint that verifies (at most one
 checkpoint interval lost; a torn one is skipped with a warning; leftovers of killed writers are
@@ -123,6 +132,15 @@ class Dist:
     def barrier(self) -> None:
         if self.world > 1:
             torch.distributed.barrier()
+
+    def mean(self, values: dict[str, float]) -> dict[str, float]:
+        """The mean of each value over all ranks (every rank passes the same keys)."""
+        if self.world == 1 or not values:
+            return values
+        keys = sorted(values)
+        t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(t)
+        return dict(zip(keys, (t / self.world).tolist()))
 
 
 def init_dist(device_name: str) -> Dist:
@@ -298,13 +316,24 @@ def dataset_captions(dataset, max_items: int = 20_000) -> list[str]:
     return list(seen)
 
 
-def _check_same_run(run_dir: Path, cfg: TrainConfig) -> None:
+def _check_same_run(run_dir: Path, cfg: TrainConfig, world: int = 1, manifest: dict | None = None) -> None:
+    """A resumed run keeps the identity settings. The per-process batch may change when the global batch
+    (batch x processes; the checkpoint's manifest records its world) stays: a resume on another
+    number of processes that trains exactly as before."""
     path = run_dir / "config.json"
     if not path.exists():
         return
     saved = json.loads(path.read_text())
     mine = cfg.to_dict()
     diff = [k for k in IDENTITY_KEYS if k in saved and json.dumps(saved[k], sort_keys=True) != json.dumps(mine[k], sort_keys=True)]
+    if "batch" in diff and manifest is not None:
+        saved_batch = (manifest.get("config") or {}).get("batch", saved["batch"])
+        saved_world = int(manifest.get("world", 1))
+        if saved_batch * saved_world == cfg.batch * world:
+            diff.remove("batch")
+        else:
+            saved["batch"] = f"{saved_batch} x {saved_world} processes"
+            mine["batch"] = f"{cfg.batch} x {world} processes"
     if diff:
         detail = ", ".join(f"{k}: {saved[k]!r} -> {mine[k]!r}" for k in diff)
         raise ValueError(f"{run_dir} holds a run with different settings ({detail}); "
@@ -436,7 +465,8 @@ def _save_checkpoint(run_dir: Path, fam, cfg: TrainConfig, step: int, images_see
              "rng": ckpt.rng_state(), "family": fam.state_dict(), "best": best or {},
              "divergence": dict(divergence or {})}
     meta = {"model": fam.export_meta(), "config": cfg.to_dict(), "images_seen": images_seen,
-            "best": best or {}}
+            "best": best or {},
+            "world": getattr(getattr(fam, "dist", None), "world", 1)}  # a resume may change it, not the global batch
     try:
         if folder is not None:
             return ckpt.write_checkpoint(folder, fam.modules, state, {**meta, "step": step})
@@ -504,7 +534,7 @@ def train(cfg: TrainConfig, *, dataset=None, encoder=None, evaluator: Evaluator 
     if cfg.resume and found is None:
         raise FileNotFoundError(f"nothing to resume: {ckpt_root} holds no complete checkpoint")
     if found is not None:
-        _check_same_run(run_dir, cfg)
+        _check_same_run(run_dir, cfg, dist.world, found[1])
     if dist.main:
         check_run_folder(run_dir)  # before the slow parts: an unwritable folder fails in seconds
 
@@ -553,18 +583,22 @@ def train(cfg: TrainConfig, *, dataset=None, encoder=None, evaluator: Evaluator 
         plot_log(run_dir / "log.jsonl", run_dir / "losses.png", "train")
 
     def run_eval(step: int) -> None:
+        """On every rank (an evaluator may shard its work over the processes, as
+        metrics.evaluate.evaluate_generator does); rank 0 writes the log and the best checkpoint."""
         nonlocal best
         metrics = {k: float(v) for k, v in evaluator(fam.generate).items()}
         log.write({"kind": "eval", "step": step, **metrics})
-        plot_log(run_dir / "log.jsonl", run_dir / "metrics.png", "eval")
+        if dist.main:
+            plot_log(run_dir / "log.jsonl", run_dir / "metrics.png", "eval")
         value = metrics.get(cfg.best_metric)
         if value is None or not math.isfinite(value):
             return
         better = (not best or (value < best["value"] if cfg.best_mode == "min" else value > best["value"]))
         if better:
             best = {"metric": cfg.best_metric, "value": value, "step": step}
-            _save_checkpoint(run_dir, fam, cfg, step, images_seen, train_time, best, order, folder=ckpt_root / ckpt.BEST,
-                             divergence=divergence)
+            if dist.main:
+                _save_checkpoint(run_dir, fam, cfg, step, images_seen, train_time, best, order,
+                                 folder=ckpt_root / ckpt.BEST, divergence=divergence)
 
     def roll_back(reason: str, at_step: int) -> int:
         """Divergence guard: restore the last good state (checkpoint, or the start), lower every
@@ -645,7 +679,7 @@ def train(cfg: TrainConfig, *, dataset=None, encoder=None, evaluator: Evaluator 
                 # log
                 if step % cfg.log_every == 0 or (end_step is not None and step == end_step):
                     now = time.time()
-                    means = {k: float(v) / counts[k] for k, v in sums.items()}
+                    means = dist.mean({k: float(v) / counts[k] for k, v in sums.items()})
                     rate = img_interval / max(now - t_interval, 1e-9)
                     log.write({"kind": "train", "step": step, "kimg": images_seen / 1000, "time": round(train_time, 2),
                                "images_per_s": round(rate, 2), **means})
@@ -656,7 +690,7 @@ def train(cfg: TrainConfig, *, dataset=None, encoder=None, evaluator: Evaluator 
                 if dist.main and cfg.sample_every and step % cfg.sample_every == 0:
                     write_samples(step)
                 # eval
-                if dist.main and evaluator is not None and cfg.eval_every and step % cfg.eval_every == 0:
+                if evaluator is not None and cfg.eval_every and step % cfg.eval_every == 0:
                     run_eval(step)
                 # checkpoint (weights are checked first: a checkpoint is always a good restore point)
                 if cfg.ckpt_every and step % cfg.ckpt_every == 0:
@@ -685,11 +719,11 @@ def train(cfg: TrainConfig, *, dataset=None, encoder=None, evaluator: Evaluator 
     bar.close()
 
     # ---- teardown
+    if dist.main and saved_at != step:
+        _save_checkpoint(run_dir, fam, cfg, step, images_seen, train_time, best, order, divergence=divergence)
+    if evaluator is not None and cfg.eval_every and step % cfg.eval_every != 0 and step > start_step:
+        run_eval(step)
     if dist.main:
-        if saved_at != step:
-            _save_checkpoint(run_dir, fam, cfg, step, images_seen, train_time, best, order, divergence=divergence)
-        if evaluator is not None and cfg.eval_every and step % cfg.eval_every != 0 and step > start_step:
-            run_eval(step)
         write_samples(step)
         export_final(run_dir, fam, step)
         print(f"{run_dir}: step {step}, {images_seen / 1000:.1f} kimg; model in {run_dir / 'final'}", file=sys.stderr)

@@ -19,10 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wordcanvas.models.vae import TextVAE, VAEConfig, bits_per_dim, kl_standard_normal, reparameterize
+from wordcanvas.models.vae import TextVAE, VAEConfig, bits_per_dim, kl_standard_normal
 from wordcanvas.text.base import TextEmbedding
-from wordcanvas.train.gan_step import (GANFamily, d_fake_loss, d_real_loss, embed_texts, g_loss, generate_images,
-                                       is_trainable, settings_from, step_generator)
+from wordcanvas.train.augment import BatchRandom
+from wordcanvas.train.gan_step import (GANFamily, batch_random, d_fake_loss, d_real_loss, embed_texts, g_loss,
+                                       generate_images, is_trainable, settings_from)
 
 
 @dataclass
@@ -119,8 +120,11 @@ class VAEFamily:
         return s.beta_start + (s.beta - s.beta_start) * step / s.kl_warmup
 
     def step(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
+        """One ELBO step. Draws are per sample of the global batch, so gradients averaged over
+        processes equal one process's on the global batch (up to summation order) unless free_bits > 0
+        (it clamps each process's own batch-mean KL per dimension)."""
         s, vae = self.s, self.vae
-        g = step_generator(self.cfg.seed, step, self.dist.rank, self.device)
+        g = batch_random(self.cfg.seed, step, self.dist, self.device)
         real, captions = batch["image"], batch["caption"]
         text = embed_texts(self.encoder, captions, self.device, grad=self.trainable)
         stats = {}
@@ -153,13 +157,13 @@ class VAEFamily:
         self.opt.step()
         return stats
 
-    def _adversarial(self, real: torch.Tensor, recon: torch.Tensor, text: TextEmbedding, g: torch.Generator,
+    def _adversarial(self, real: torch.Tensor, recon: torch.Tensor, text: TextEmbedding, g: BatchRandom,
                      stats: dict) -> torch.Tensor:
         """Update D on (real, text) vs reconstructions and prior samples; return the decoder's term."""
         D, s = self.D, self.s
         pooled = text.pooled.detach()
         with torch.no_grad():
-            prior = self.vae(self.vae.sample_noise(len(real), g), TextEmbedding(text.tokens.detach(), text.mask, pooled))
+            prior = self.vae(g.noise(self.vae, len(real)), TextEmbedding(text.tokens.detach(), text.mask, pooled))
         D.requires_grad_(True)
         u_real, m_real = D(real, pooled)
         u_rec, m_rec = D(recon.detach(), pooled)
@@ -188,6 +192,13 @@ class VAEFamily:
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+
+def reparameterize(mean: torch.Tensor, logvar: torch.Tensor, g: BatchRandom) -> torch.Tensor:
+    """z = mean + eps * sigma with eps drawn per sample of the global batch (models.vae.reparameterize
+    with a BatchRandom; the same numbers as it draws from the bare generator in a single process)."""
+    eps = g.randn(*mean.shape, device=mean.device, dtype=mean.dtype)
+    return mean + eps * torch.exp(0.5 * logvar)
 
 
 def effective_kl(kl_dims: torch.Tensor, free_bits: float) -> torch.Tensor:
