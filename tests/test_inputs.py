@@ -9,6 +9,7 @@ import zlib
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -128,6 +129,23 @@ def test_caption_folder_loads_odd_images_through_the_same_path(tmp_path):
     for i in range(len(ds)):
         x = ds.image(i)
         assert x.shape == (3, 8, 8) and bool(x.isfinite().all()) and x.min() >= -1 and x.max() <= 1
+
+
+def test_edit_and_style_loaders_share_the_checked_path(tmp_path):
+    from wordcanvas.edit import load_image
+    from wordcanvas.style.data import _load_folder
+
+    Image.new("RGBA", (10, 8), (255, 0, 0, 0)).save(tmp_path / "clear.png")  # transparent: composited on white
+    (tmp_path / "bomb.png").write_bytes(png_header_only(50_000, 50_000))
+    (tmp_path / "cut.jpg").write_bytes(encoded(gradient(), "JPEG")[:40])
+    x = load_image(tmp_path / "clear.png", channels=3, resolution=4)
+    assert x.shape == (1, 3, 4, 4) and torch.allclose(x, torch.ones_like(x))
+    for bad in ("bomb.png", "cut.jpg"):
+        with pytest.raises(ImageLoadError, match=bad):
+            load_image(tmp_path / bad, channels=1, resolution=4)
+    with pytest.warns(UserWarning, match="bomb.png"):
+        photos = _load_folder(tmp_path)
+    assert sorted(photos) == ["clear.png"]
 
 
 def valid_images() -> list[bytes]:

@@ -31,11 +31,12 @@ EDITABLE_FAMILIES = ("vae", "gan")
 
 def load_image(path: str | os.PathLike, channels: int, resolution: int) -> torch.Tensor:
     """An image file as (1, channels, resolution, resolution) in [-1, 1] (centre-cropped square,
-    antialiased resize, grey <-> RGB as the model needs)."""
-    from PIL import Image
+    antialiased resize, grey <-> RGB as the model needs). Any image mode and EXIF rotation are
+    handled; unreadable files and decompression bombs raise utils.images.ImageLoadError."""
+    from wordcanvas.utils.images import open_image, to_rgb
 
-    img = Image.open(path)
-    img = img.convert("L" if channels == 1 else "RGB")
+    img = to_rgb(open_image(path))
+    img = img.convert("L") if channels == 1 else img
     w, h = img.size
     side = min(w, h)
     img = img.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))

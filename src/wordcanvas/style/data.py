@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from functools import lru_cache
 
 import numpy as np
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 
 from wordcanvas.data.base import CaptionedDataset
 from wordcanvas.sr.data import PHOTOS, folder_photos, load_photo
+from wordcanvas.utils.images import ImageLoadError, load_rgb
 
 HELDOUT_CONTENT = ("astronaut", "chelsea", "coffee", "china")
 HELDOUT_STYLES = ("immunohistochemistry", "gravel", "glass-101", "strokes-101")
@@ -218,15 +220,17 @@ def random_crop(img: torch.Tensor, size: int, g: torch.Generator, min_scale: flo
 
 
 def _load_folder(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
-    from PIL import Image
-
     paths = folder_photos(folder)
     if not paths:
         raise ValueError(f"{folder} holds no images")
     out = {}
     for p in paths:
-        with Image.open(p) as im:
-            out[p.name] = to_tensor(np.asarray(im.convert("RGB")))
+        try:
+            out[p.name] = to_tensor(load_rgb(p))
+        except ImageLoadError as e:  # a bad file in a user's folder is reported and skipped
+            warnings.warn(f"skipped {e}", stacklevel=2)
+    if not out:
+        raise ValueError(f"{folder} holds no readable images")
     return out
 
 
