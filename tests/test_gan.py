@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from wordcanvas.models.gan import (DCGANConfig, DCGANDiscriminator, DCGANGenerator, Discriminator,
-                                   DiscriminatorConfig, Generator, GeneratorConfig, count_parameters, minibatch_stddev,
+                                   DiscriminatorConfig, GANCLSConfig, GANCLSGenerator, Generator, GeneratorConfig, count_parameters, minibatch_stddev,
                                    sample_noise)
 from wordcanvas.models.layers import CrossAttention, UpBlock, upsample2x
 from wordcanvas.text.base import TextEmbedding
@@ -34,6 +34,23 @@ def test_generator_and_discriminator_shapes(res, channels, text_dim):
     d_proj = Discriminator(DiscriminatorConfig(resolution=res, channels=channels, text_dim=text_dim, ndf=8,
                                                max_channels=32, cond_head="projection"))
     assert [t.shape for t in d_proj(images, emb.pooled)] == [(2,), (2,)]
+
+
+@pytest.mark.parametrize("res,channels", [(32, 1), (64, 3)])
+def test_gan_cls_generator_and_dcgan_trunk_shapes_and_text_dependence(res, channels):
+    g = GANCLSGenerator(GANCLSConfig(resolution=res, channels=channels, text_dim=24, ngf=8)).eval()
+    d = Discriminator(DiscriminatorConfig(resolution=res, channels=channels, text_dim=24, ndf=8, trunk="dcgan",
+                                          cond_head="projection"))
+    emb, z = text(3, 24), torch.randn(3, g.config.z_dim)
+    images = g(z, emb)
+    assert images.shape == (3, channels, res, res) and images.abs().max() <= 1
+    assert [t.shape for t in d(images, emb.pooled)] == [(3,), (3,)]
+    # the caption reaches the image (through the input and every conditional BatchNorm)
+    other = TextEmbedding(emb.tokens, emb.mask, emb.pooled.roll(1, dims=0))
+    with torch.no_grad():
+        for affine in g.affines:  # past the identity start of the per-block modulation
+            torch.nn.init.normal_(affine.mlp[-1].weight, std=0.1)
+    assert not torch.allclose(g(z, emb), g(z, other), atol=1e-4)
 
 
 def test_minibatch_stddev_measures_each_groups_spread():

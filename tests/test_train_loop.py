@@ -194,6 +194,27 @@ def test_generation_is_deterministic_per_seed_and_prompt(learned):
     assert t2i_trunc.std(0).mean() < t2i(["a blue square"], n=64, seed=0).std(0).mean()  # less variety
 
 
+def test_gan_cls_architecture_learns_and_generates_each_image_independently_of_its_batch(tmp_path):
+    """The lighter GAN-CLS generator (conditional BatchNorm) through the same loop: it learns the
+    colour, and in eval mode (running statistics) an image does not depend on the rest of its batch."""
+    from wordcanvas.generate import TextToImage
+
+    cfg = TrainConfig(family="gan", data="colour-squares", encoder="hash-test", resolution=16, out=str(tmp_path / "cls"),
+                      steps=150, batch=32, lr=1e-3, lr_d=1e-3, ema_kimg=1.0, log_every=50, sample_every=0,
+                      ckpt_every=0, progress=False, threads=1,
+                      model={"arch": "gan-cls", "generator": {"ngf": 16, "cond_dim": 16, "z_dim": 16},
+                             "discriminator": {"ndf": 8, "cond_head": "projection"}, "reg": "r1",
+                             "reg_weight": 0.1, "augment": ""})
+    result = train(cfg, dataset=ColourSquares(), encoder=HashEncoder())
+    assert type(result.family.G).__name__ == "GANCLSGenerator"
+    t2i = TextToImage.from_pretrained(result.run_dir, encoder=HashEncoder())
+    prompts = [f"a {c} square" for c in NAMES]
+    images = t2i(prompts, n=8, seed=3)
+    accuracy = (colour_of(images) == torch.arange(6).repeat_interleave(8)).float().mean().item()
+    assert accuracy >= 0.5, f"conditional accuracy {accuracy:.2f} (chance 0.17)"
+    torch.testing.assert_close(images[8:9], t2i(prompts[1], n=1, seed=3), atol=1e-5, rtol=0)
+
+
 # --- EMA -------------------------------------------------------------------------------------
 
 def test_ema_beta_and_update_follow_the_formula():

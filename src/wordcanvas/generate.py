@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from wordcanvas.models.base import CheckpointError, PretrainedModel
-from wordcanvas.models.gan import DCGANGenerator, Generator, sample_noise
+from wordcanvas.models.gan import DCGANGenerator, GANCLSGenerator, Generator, sample_noise
 from wordcanvas.models.vae import TextVAE
 from wordcanvas.text.base import TextEmbedding, validate_prompt
 from wordcanvas.utils.io import make_grid, tensor_to_pil
@@ -26,6 +26,7 @@ from wordcanvas.utils.io import make_grid, tensor_to_pil
 GENERATORS: dict[str, type[PretrainedModel]] = {
     Generator.model_type: Generator,
     DCGANGenerator.model_type: DCGANGenerator,
+    GANCLSGenerator.model_type: GANCLSGenerator,
     TextVAE.model_type: TextVAE,  # a VAE generates from its decoder: forward(z, text), sample_noise
 }
 

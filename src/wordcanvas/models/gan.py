@@ -2,8 +2,12 @@
 
 Generator: z -> 4x4 features -> upsampling blocks, each fused with (z, projected pooled text)
 through stacked affines; optional masked cross-attention to the token states at chosen sizes.
-Discriminator: residual downsampling to 4x4 features, then an unconditional realism head and a
-text-matching head (concatenation as in DF-GAN, or a projection inner product).
+GANCLSGenerator: the lighter GAN-CLS design (Reed et al. 2016): (z ++ projected pooled text) through
+DCGAN transposed convolutions, each followed by conditional BatchNorm driven by (z, text); several
+times cheaper per image on a CPU than the DF-GAN blocks at 32-64 px.
+Discriminator: residual downsampling (DF-GAN) or plain strided convolutions (DCGAN trunk) to 4x4
+features, then an unconditional realism head and a text-matching head (concatenation as in DF-GAN,
+or a projection inner product).
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wordcanvas.models.base import PretrainedModel
-from wordcanvas.models.layers import (CrossAttention, DownBlock, TextProjection, UpBlock, channels_at,
+from wordcanvas.models.layers import (Affine, CrossAttention, DownBlock, TextProjection, UpBlock, channels_at,
                                       check_resolution, lrelu)
 from wordcanvas.text.base import TextEmbedding
 
@@ -100,6 +104,56 @@ def sample_noise(n: int, z_dim: int, generator: torch.Generator | None = None, t
 
 
 @dataclass
+class GANCLSConfig:
+    resolution: int = 32        # output size, a power of two >= 8
+    channels: int = 1           # 1 grey, 3 RGB
+    text_dim: int = 384         # the encoder's pooled embedding size
+    z_dim: int = 100            # noise size
+    cond_dim: int = 128         # projected text size (GAN-CLS: 128)
+    ngf: int = 64               # width before the last layer; doubles per halving towards 4x4
+    max_channels: int = 512     # width cap
+
+    def __post_init__(self):
+        check_resolution(self.resolution)
+
+
+class GANCLSGenerator(PretrainedModel):
+    """GAN-CLS generator: (z ++ LeakyReLU(projected pooled text)) -> 4x4 transposed convolution ->
+    x2 transposed convolutions -> tanh. After every convolution but the last: BatchNorm without its
+    own affine, then a per-channel scale and shift predicted from (z, text) (conditional BatchNorm),
+    so the caption conditions every block. Token states are not read (pooled text only)."""
+
+    config_class = GANCLSConfig
+    model_type = "wordcanvas-gan-cls-generator"
+
+    def __init__(self, config: GANCLSConfig):
+        super().__init__(config)
+        c = config
+        self.text_proj = TextProjection(c.text_dim, c.cond_dim)
+        n_up = c.resolution.bit_length() - 3  # 4 -> resolution
+        widths = [min(c.max_channels, c.ngf * 2 ** (n_up - 1 - i)) for i in range(n_up)]  # at 4, 8, ..., resolution/2
+        cond = c.z_dim + c.cond_dim
+        self.convs = nn.ModuleList([nn.ConvTranspose2d(cond, widths[0], 4, 1, 0, bias=False)] +
+                                   [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False) for a, b in zip(widths, widths[1:])])
+        self.norms = nn.ModuleList(nn.BatchNorm2d(w, affine=False) for w in widths)
+        self.affines = nn.ModuleList(Affine(cond, w) for w in widths)
+        self.to_rgb = nn.ConvTranspose2d(widths[-1], c.channels, 4, 2, 1)
+        for m in self.convs:
+            nn.init.normal_(m.weight, 0.0, 0.02)  # DCGAN initialisation
+
+    def forward(self, z: torch.Tensor, text: TextEmbedding) -> torch.Tensor:
+        cond = torch.cat([z, lrelu(self.text_proj(text.pooled))], dim=1)
+        x = cond[:, :, None, None]
+        for conv, norm, affine in zip(self.convs, self.norms, self.affines):
+            x = F.relu(affine(norm(conv(x)), cond))
+        return torch.tanh(self.to_rgb(x))
+
+    def sample_noise(self, n: int, generator: torch.Generator | None = None, truncation: float | None = None,
+                     mode: str = "resample", device=None) -> torch.Tensor:
+        return sample_noise(n, self.config.z_dim, generator, truncation, mode, device or self.to_rgb.weight.device)
+
+
+@dataclass
 class DiscriminatorConfig:
     resolution: int = 64          # input size, a power of two >= 8
     channels: int = 3             # 1 grey, 3 RGB
@@ -109,6 +163,8 @@ class DiscriminatorConfig:
     max_channels: int = 256       # width cap
     cond_head: str = "concat"     # "concat" (DF-GAN: text tiled onto 4x4 features, convs) or "projection"
     residual_gain: float = 1.0    # initial gate of each residual path (DF-GAN: 0; 1 learned faster, steadier in short runs)
+    trunk: str = "resnet"         # "resnet" (DF-GAN residual blocks) or "dcgan" (strided 4x4 convolutions, LeakyReLU,
+                                  # no normalisation: cheaper; pairs with the GAN-CLS generator)
     mbstd_group: int = 0          # minibatch standard deviation (ProGAN) over groups of this many images, one extra
                                   # feature channel before the heads: D sees a batch's diversity, so collapsed
                                   # generators are told apart from real data; 0 = off
@@ -117,6 +173,8 @@ class DiscriminatorConfig:
         check_resolution(self.resolution)
         if self.cond_head not in ("concat", "projection"):
             raise ValueError(f"cond_head must be 'concat' or 'projection', got {self.cond_head!r}")
+        if self.trunk not in ("resnet", "dcgan"):
+            raise ValueError(f"trunk must be 'resnet' or 'dcgan', got {self.trunk!r}")
 
 
 class Discriminator(PretrainedModel):
@@ -129,9 +187,15 @@ class Discriminator(PretrainedModel):
         super().__init__(config)
         c = config
         width = lambda size: channels_at(c.resolution, size, c.ndf, c.max_channels)  # noqa: E731
-        self.from_rgb = nn.Conv2d(c.channels, width(c.resolution), 3, 1, 1)
         sizes = [c.resolution >> i for i in range(c.resolution.bit_length() - 3)]  # resolution, ..., 8
-        self.blocks = nn.Sequential(*(DownBlock(width(s), width(s // 2), c.residual_gain) for s in sizes))
+        if c.trunk == "resnet":
+            self.from_rgb = nn.Conv2d(c.channels, width(c.resolution), 3, 1, 1)
+            self.blocks = nn.Sequential(*(DownBlock(width(s), width(s // 2), c.residual_gain) for s in sizes))
+        else:  # DCGAN: each 4x4 stride-2 convolution halves the size; width ndf after the first, doubling
+            self.from_rgb = nn.Identity()
+            chans = [c.channels] + [width(s // 2) for s in sizes]
+            self.blocks = nn.Sequential(*(layer for a, b in zip(chans, chans[1:])
+                                          for layer in (nn.Conv2d(a, b, 4, 2, 1), nn.LeakyReLU(0.2))))
         feat = width(4) + (1 if c.mbstd_group > 0 else 0)
         self.uncond_head = nn.Sequential(nn.Conv2d(feat, feat // 2, 3, 1, 1), nn.LeakyReLU(0.2), nn.Conv2d(feat // 2, 1, 4))
         if c.cond_head == "concat":

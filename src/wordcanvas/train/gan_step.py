@@ -22,7 +22,7 @@ from torch import nn
 
 from wordcanvas.data.base import Prompt
 from wordcanvas.models.gan import (DCGANConfig, DCGANDiscriminator, DCGANGenerator, Discriminator,
-                                   DiscriminatorConfig, Generator, GeneratorConfig)
+                                   DiscriminatorConfig, GANCLSConfig, GANCLSGenerator, Generator, GeneratorConfig)
 from wordcanvas.models.layers import standardize
 from wordcanvas.text.base import TextEmbedding
 from wordcanvas.train.augment import BatchRandom, diff_augment, parse_policy
@@ -157,9 +157,14 @@ def generate_images(fam, prompts, seed: int, **noise) -> torch.Tensor:
 
 # --- text-conditioned GAN ----------------------------------------------------------------------
 
+ARCHS = {"dfgan": (Generator, GeneratorConfig, "resnet"), "gan-cls": (GANCLSGenerator, GANCLSConfig, "dcgan")}
+
+
 @dataclass
 class GANSettings:
-    generator: dict = field(default_factory=dict)      # GeneratorConfig fields (ngf, z_dim, attn_resolutions, fusion...)
+    arch: str = "dfgan"                     # "dfgan" (residual blocks, deep fusion, token attention) or "gan-cls"
+                                            # (DCGAN convolutions with conditional BatchNorm, pooled text; lighter)
+    generator: dict = field(default_factory=dict)      # the arch's generator config fields (ngf, z_dim, fusion...)
     discriminator: dict = field(default_factory=dict)  # DiscriminatorConfig fields (ndf, cond_head...)
     loss: str = "hinge"                     # "hinge", "ns" (non-saturating logistic) or "wgan"
     reg: str = "magp"                       # "magp" (matching-aware GP), "r1", "wgan-gp" or "none"
@@ -174,6 +179,8 @@ class GANSettings:
     truncation_mode: str = "resample"       # "resample" (redraw |z| > t) or "scale" (z * t)
 
     def __post_init__(self):
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {sorted(ARCHS)}, got {self.arch!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.reg not in ("magp", "r1", "wgan-gp", "none"):
@@ -194,8 +201,9 @@ class GANFamily:
             raise ValueError("the 'gan' family needs a text encoder")
         self.encoder, self.trainable = encoder, is_trainable(encoder)
         common = dict(resolution=cfg.resolution, channels=dataset.channels, text_dim=encoder.dim)
-        self.G = Generator(GeneratorConfig(**common, **s.generator)).to(device)
-        self.D = Discriminator(DiscriminatorConfig(**common, **s.discriminator)).to(device)
+        gen_class, gen_config, trunk = ARCHS[s.arch]
+        self.G = gen_class(gen_config(**common, **s.generator)).to(device)
+        self.D = Discriminator(DiscriminatorConfig(**{**common, "trunk": trunk, **s.discriminator})).to(device)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False) if cfg.ema_kimg > 0 else None
         if self.trainable:
             encoder.to(device).train()
