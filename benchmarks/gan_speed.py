@@ -67,18 +67,29 @@ def timed(fn) -> float:
 # Training
 # ---------------------------------------------------------------------------------------------
 
-TRAIN_ROWS = [  # (family, encoder, dataset, resolution)
-    ("gan", "minilm", "fashion-mnist", 32),
-    ("gan", "minilm", "toy-faces", 64),
-    ("gan", "minilm", "toy-faces", 128),
-    ("gan", "trainable", "fashion-mnist", 32),
-    ("dcgan", None, "fashion-mnist", 32),
-    ("dcgan", None, "toy-faces", 64),
+# Model settings (TrainConfig.model) measured besides the defaults: the ones the quality benchmarks
+# train (docs/gan_fashion-mnist, docs/gan_toy-faces), so their --clock steps rates come from here.
+PRESETS = {
+    "default": {},
+    "gan-cls": {"arch": "gan-cls", "discriminator": {"ndf": 32, "cond_head": "projection"}, "reg": "r1",
+                "reg_weight": 0.1, "reg_every": 16, "augment": ""},
+    "dfgan-16": {"generator": {"ngf": 16}, "discriminator": {"cond_head": "projection", "ndf": 16, "mbstd_group": 4},
+                 "reg_every": 16},
+}
+TRAIN_ROWS = [  # (family, encoder, dataset, resolution, preset)
+    ("gan", "minilm", "fashion-mnist", 32, "default"),
+    ("gan", "minilm", "fashion-mnist", 32, "gan-cls"),
+    ("gan", "minilm", "toy-faces", 64, "default"),
+    ("gan", "minilm", "toy-faces", 64, "dfgan-16"),
+    ("gan", "minilm", "toy-faces", 128, "default"),
+    ("gan", "trainable", "fashion-mnist", 32, "default"),
+    ("dcgan", None, "fashion-mnist", 32, "default"),
+    ("dcgan", None, "toy-faces", 64, "default"),
 ]
 
 
 def measure_training(family: str, encoder_name: str | None, data: str, resolution: int, batch: int, cycles: int,
-                     minilm) -> dict:
+                     minilm, preset: str = "default") -> dict:
     import torch
 
     from wordcanvas.data import load_dataset
@@ -92,7 +103,7 @@ def measure_training(family: str, encoder_name: str | None, data: str, resolutio
     dataset = load_dataset(data, "train", resolution, seed=0)
     items = collate([dataset[i] for i in range(batch)])
     cfg = TrainConfig(family=family, data=data, encoder=encoder_name or "minilm", resolution=resolution, batch=batch,
-                      device="cpu", progress=False)
+                      device="cpu", progress=False, model=PRESETS[preset])
     encoder = None
     if family == "gan":
         if encoder_name == "trainable":
@@ -103,7 +114,7 @@ def measure_training(family: str, encoder_name: str | None, data: str, resolutio
             encoder.encode(items["caption"])  # cached, as after the loop's pre-fill
     torch.manual_seed(0)
     fam = FAMILIES[family](cfg, dataset, encoder, torch.device("cpu"), Dist())
-    cycle = GANSettings().reg_every if family == "gan" else 4  # whole MA-GP cycles: a fair share of penalty steps
+    cycle = GANSettings(**PRESETS[preset]).reg_every if family == "gan" else 4  # whole regulariser cycles
     warmup, steps = cycle, cycle * cycles
 
     def one_step(step: int) -> None:
@@ -115,7 +126,7 @@ def measure_training(family: str, encoder_name: str | None, data: str, resolutio
         one_step(step)
     per_step = [timed(lambda s=step: one_step(s)) for step in range(warmup, warmup + steps)]
     total = sum(per_step)
-    return {"family": family, "encoder": encoder_name, "data": data, "resolution": resolution,
+    return {"family": family, "encoder": encoder_name, "preset": preset, "data": data, "resolution": resolution,
             "channels": dataset.channels, "batch": batch, "warmup_steps": warmup, "steps": steps,
             "images_per_s": round(batch * steps / total, 2), "ms_per_step_median": round(1000 * statistics.median(per_step), 1),
             "params_g": sum(p.numel() for p in fam.G.parameters()), "params_d": sum(p.numel() for p in fam.D.parameters()),
@@ -191,6 +202,7 @@ def write_markdown(result: dict, path: Path) -> None:
         r["x_dcgan"] = round(r["images_per_s"] / b, 3) if b else None
     train = markdown_table(result["training"], [
         ("model", lambda r: r["family"] + (f" + {r['encoder']}" if r["encoder"] else ""), ""),
+        ("settings", lambda r: r.get("preset", "default"), ""),
         ("threads", "threads", ">d"), ("px", "resolution", ">d"), ("ch", "channels", ">d"), ("batch", "batch", ">d"),
         ("timed steps", "steps", ">d"), ("ms / step (median)", "ms_per_step_median", ">.0f"),
         ("images / s", "images_per_s", ">.1f"), ("x DCGAN", "x_dcgan", ">.2f"),
@@ -220,10 +232,11 @@ def write_markdown(result: dict, path: Path) -> None:
           f"at start, {info['load_average'].get('end')} at the end).\n" for section, info in
           result.get("kept_from_earlier_run", {}).items()],
         "## Training", "",
-        f"One optimisation step of the text-conditioned GAN (`GANFamily.step`: D on real / mismatched / fake with "
-        f"DiffAugment, MA-GP every 4th step, then G) plus the EMA update, batch {result['settings']['batch']} of real "
+        f"One optimisation step of the text-conditioned GAN (`GANFamily.step`: D on real / mismatched / fake, the "
+        f"regulariser every reg_every-th step, then G) plus the EMA update, batch {result['settings']['batch']} of real "
         "images held in memory, MiniLM text embeddings from the embedding cache (as in training); the trainable encoder "
-        "runs forward and backward every step. Timed over whole MA-GP cycles after one warm-up cycle. 32 px: "
+        "runs forward and backward every step. 'settings': the model settings (`PRESETS` in the script; default = "
+        "DF-GAN arch, DiffAugment, MA-GP every 4th step). Timed over whole regulariser cycles after one warm-up cycle. 32 px: "
         "Fashion-MNIST (grey); 64 / 128 px: toy faces (RGB). x DCGAN: rate over the DCGAN baseline's at the same size "
         "and threads.", "", train, "",
         "## Sampling (text -> image)", "",
@@ -295,14 +308,14 @@ def main(argv=None) -> int:
             print(f"text {name} x{threads}: {row['batch1']['median_ms']:.1f} ms, {row['batch64_prompts_per_s']} prompts/s",
                   file=sys.stderr, flush=True)
         save()
-        for family, enc, data, res in TRAIN_ROWS if "training" in args.sections else []:
+        for family, enc, data, res, preset in TRAIN_ROWS if "training" in args.sections else []:
             if args.quick and res > 64:
                 continue
             cycles = 1 if (args.quick or res >= 128) else 2
-            row = measure_training(family, enc, data, res, args.batch, cycles, minilm)
+            row = measure_training(family, enc, data, res, args.batch, cycles, minilm, preset)
             row["load_average"] = load_average()
             result["training"].append(row)
-            print(f"training {family} {enc or ''} {res}px x{threads}: {row['images_per_s']} img/s", file=sys.stderr,
+            print(f"training {family} {enc or ''} {preset} {res}px x{threads}: {row['images_per_s']} img/s", file=sys.stderr,
                   flush=True)
             save()
     save()

@@ -247,3 +247,22 @@ def test_class_lookup_reads_every_training_phrasing_and_refuses_unknown_words():
     assert class_from_text("a photo of a t-shirt", phrases) == 0  # "shirt" inside "t-shirt" is not a match
     with pytest.raises(ValueError, match="reads no free text"):
         class_from_text("a jumper", phrases)  # a held-out paraphrase: the baseline cannot know it
+
+
+@pytest.mark.parametrize("name", ["gan_fashion-mnist", "gan_toy-faces"])
+def test_recipe_configs_build_their_models(name):
+    """The configs the benchmarks and shipped models were trained with stay loadable as the code moves."""
+    from pathlib import Path
+
+    from wordcanvas.train.config import load_config
+    from wordcanvas.train.gan_step import ARCHS, GANSettings
+
+    cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / f"{name}.json")
+    s = GANSettings(**cfg.model)
+    gen_class, gen_config, trunk = ARCHS[s.arch]
+    common = dict(resolution=cfg.resolution, channels=1 if cfg.data == "fashion-mnist" else 3, text_dim=384)
+    g = gen_class(gen_config(**common, **s.generator)).eval()
+    d = Discriminator(DiscriminatorConfig(**{**common, "trunk": trunk, **s.discriminator}))
+    images = g(torch.randn(4, g.config.z_dim), text(4, 384))
+    assert images.shape == (4, common["channels"], cfg.resolution, cfg.resolution)
+    assert [t.shape for t in d(images, text(4, 384).pooled)] == [(4,), (4,)]
