@@ -121,7 +121,9 @@ class GANCLSGenerator(PretrainedModel):
     """GAN-CLS generator: (z ++ LeakyReLU(projected pooled text)) -> 4x4 transposed convolution ->
     x2 transposed convolutions -> tanh. After every convolution but the last: BatchNorm without its
     own affine, then a per-channel scale and shift predicted from (z, text) (conditional BatchNorm),
-    so the caption conditions every block. Token states are not read (pooled text only)."""
+    so the caption conditions every block. Token states are not read (pooled text only). Batch
+    statistics are per process: a multi-process run is close to, not equal to, one process with the
+    global batch (like the DCGAN baseline)."""
 
     config_class = GANCLSConfig
     model_type = "wordcanvas-gan-cls-generator"
