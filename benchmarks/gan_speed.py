@@ -46,10 +46,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-wait", dest="max_wait", type=float, default=900, help="seconds to wait for a quiet machine")
     p.add_argument("--sections", default=",".join(SECTIONS),
                    help="comma list of sections to measure; the others are kept from an existing <out>/gan_speed.json")
+    p.add_argument("--presets", default="",
+                   help="comma list: measure only the training rows with these settings (plus the DCGAN rows, for the "
+                        "ratios); the other rows are kept from an existing <out>/gan_speed.json")
     p.add_argument("--out", default=str(ROOT / "docs"))
     args = p.parse_args(argv)
     args.threads = [int(t) for t in args.threads.split(",") if t.strip()]
     args.sections = [x.strip() for x in args.sections.split(",") if x.strip()]
+    args.presets = [x.strip() for x in args.presets.split(",") if x.strip()]
+    if set(args.presets) - set(PRESETS):
+        p.error(f"--presets: choose from {', '.join(PRESETS)}")
     if set(args.sections) - set(SECTIONS):
         p.error(f"--sections: choose from {', '.join(SECTIONS)}")
     if args.quick:
@@ -196,13 +202,15 @@ def measure_text(encoder, prompts: list[str], reps: int = 3) -> dict:
 
 def write_markdown(result: dict, path: Path) -> None:
     m, load = result["machine"], result["load_average"]
-    base = {(r["threads"], r["resolution"]): r["images_per_s"] for r in result["training"] if r["family"] == "dcgan"}
+    # ratios only within one run: rows kept from an earlier run are compared with that run's DCGAN
+    base = {(r["threads"], r["resolution"], bool(r.get("kept"))): r["images_per_s"] for r in result["training"]
+            if r["family"] == "dcgan"}
     for r in result["training"]:
-        b = base.get((r["threads"], r["resolution"]))
+        b = base.get((r["threads"], r["resolution"], bool(r.get("kept"))))
         r["x_dcgan"] = round(r["images_per_s"] / b, 3) if b else None
     train = markdown_table(result["training"], [
         ("model", lambda r: r["family"] + (f" + {r['encoder']}" if r["encoder"] else ""), ""),
-        ("settings", lambda r: r.get("preset", "default"), ""),
+        ("settings", lambda r: r.get("preset", "default") + (" (earlier run)" if r.get("kept") else ""), ""),
         ("threads", "threads", ">d"), ("px", "resolution", ">d"), ("ch", "channels", ">d"), ("batch", "batch", ">d"),
         ("timed steps", "steps", ">d"), ("ms / step (median)", "ms_per_step_median", ">.0f"),
         ("images / s", "images_per_s", ">.1f"), ("x DCGAN", "x_dcgan", ">.2f"),
@@ -273,8 +281,9 @@ def main(argv=None) -> int:
     kept = [x for x in SECTIONS if x not in args.sections and previous.get(x)]
     for section in kept:  # measured by an earlier run: keep its rows and say so
         result[section] = previous[section]
-        result.setdefault("kept_from_earlier_run", {})[section] = {"command": previous.get("command"),
-                                                                   "load_average": previous.get("load_average")}
+        result.setdefault("kept_from_earlier_run", {})[section] = (
+            previous.get("kept_from_earlier_run", {}).get(section)  # kept twice: say where it was measured
+            or {"command": previous.get("command"), "load_average": previous.get("load_average")})
     minilm = MiniLMEncoder()
     encoders = {}
     if "text" in args.sections:
@@ -308,8 +317,13 @@ def main(argv=None) -> int:
             print(f"text {name} x{threads}: {row['batch1']['median_ms']:.1f} ms, {row['batch64_prompts_per_s']} prompts/s",
                   file=sys.stderr, flush=True)
         save()
+        if args.presets and threads == args.threads[0]:  # rows not measured now stay from the earlier run
+            result["training"] = [dict(r, preset=r.get("preset", "default"), kept=True)
+                                  for r in previous.get("training", [])
+                                  if r["threads"] not in args.threads
+                                  or (r["family"] != "dcgan" and r.get("preset", "default") not in args.presets)]
         for family, enc, data, res, preset in TRAIN_ROWS if "training" in args.sections else []:
-            if args.quick and res > 64:
+            if (args.quick and res > 64) or (args.presets and family != "dcgan" and preset not in args.presets):
                 continue
             cycles = 1 if (args.quick or res >= 128) else 2
             row = measure_training(family, enc, data, res, args.batch, cycles, minilm, preset)

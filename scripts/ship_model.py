@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -25,9 +26,10 @@ def fmt(value, digits: int = 3) -> str:
 
 
 def model_card(name: str, config: dict, mark: dict | None, results: dict | None) -> str:
-    flags = [f"--data {config['data']}", f"--encoder {config['encoder']}", f"--steps {mark['step'] if mark else config['steps']}",
+    flags = [f"--data {config['data']}", f"--encoder {config['encoder']}", f"--res {config['resolution']}", f"--steps {mark['step'] if mark else config['steps']}",
              f"--batch {config['batch']}", f"--seed {config['seed']}", f"--threads {config['threads']}"]
-    settings = [f"--set {k}={json.dumps(v)}" for k, v in (config.get("model") or {}).items()]
+    settings = [f"--set {shlex.quote(f'{group}.{k}={json.dumps(v)}')}" for group in ("model", "data_options")
+                for k, v in (config.get(group) or {}).items()]
     lines = [f"# Shipped text-to-image model: {name}", "",
              f"A text-conditioned GAN ({config['family']}) trained by wordcanvas on `{config['data']}` at "
              f"{config['resolution']} px, prompts read by the `{config['encoder']}` encoder (frozen, cached).", "",
