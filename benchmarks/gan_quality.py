@@ -363,6 +363,11 @@ def write_report(results: dict, out: Path) -> None:
              f"{s['diversity_seeds']} seeds. The DCGAN reads no text: it is given each prompt's class (an oracle).", "",
              markdown_table(rows, main_cols), ""]
     lines += target_lines(results)
+    trained_with = [f"- {name}: `{' '.join('--set ' + x for x in model['train_settings']) or 'family defaults'}`"
+                    for name, model in ordered(results) if "train_settings" in model]
+    if trained_with:  # results merged from runs with different settings
+        lines += ["", "Settings per model (rates in img/s for --clock steps: "
+                  f"{', '.join(f'{k} {v:g}' for k, v in results['settings'].get('rates', {}).items())}):", "", *trained_with]
     attrs = attribute_rows(results)
     if attrs:
         lines += ["", "## Probe accuracy per attribute (last mark)", "",
