@@ -26,7 +26,7 @@ class BatchRandom:
     batch receives does not depend on how the batch is split over processes. With world 1 this draws
     exactly what the bare generator would."""
 
-    generator: torch.Generator
+    generator: torch.Generator | None
     rank: int = 0
     world: int = 1
 
@@ -51,16 +51,17 @@ class BatchRandom:
 Random = torch.Generator | BatchRandom | None
 
 
+def _batch_random(g: Random) -> BatchRandom:
+    """A bare generator (or None) is a one-process BatchRandom: the same draws."""
+    return g if isinstance(g, BatchRandom) else BatchRandom(g)
+
+
 def _rand(x: torch.Tensor, g: Random) -> torch.Tensor:
-    if isinstance(g, BatchRandom):
-        return g.rand(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype)
-    return torch.rand(x.shape[0], 1, 1, 1, generator=g, device=x.device, dtype=x.dtype)
+    return _batch_random(g).rand(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype)
 
 
 def _randint(low: int, high: int, b: int, g: Random, device) -> torch.Tensor:
-    if isinstance(g, BatchRandom):
-        return g.randint(low, high, b, 1, 1, device=device)
-    return torch.randint(low, high, (b, 1, 1), generator=g, device=device)
+    return _batch_random(g).randint(low, high, b, 1, 1, device=device)
 
 
 def rand_brightness(x: torch.Tensor, g: Random = None) -> torch.Tensor:
