@@ -81,12 +81,16 @@ PRESETS = {
                 "reg_weight": 0.1, "reg_every": 16, "augment": ""},
     "dfgan-16": {"generator": {"ngf": 16}, "discriminator": {"cond_head": "projection", "ndf": 16, "mbstd_group": 4},
                  "reg_every": 16},
+    "gan-cls-64": {"arch": "gan-cls", "generator": {"ngf": 32},
+                   "discriminator": {"ndf": 16, "cond_head": "projection", "mbstd_group": 4},
+                   "reg": "r1", "reg_weight": 0.1, "reg_every": 16, "augment": ""},
 }
 TRAIN_ROWS = [  # (family, encoder, dataset, resolution, preset)
     ("gan", "minilm", "fashion-mnist", 32, "default"),
     ("gan", "minilm", "fashion-mnist", 32, "gan-cls"),
     ("gan", "minilm", "toy-faces", 64, "default"),
     ("gan", "minilm", "toy-faces", 64, "dfgan-16"),
+    ("gan", "minilm", "toy-faces", 64, "gan-cls-64"),
     ("gan", "minilm", "toy-faces", 128, "default"),
     ("gan", "trainable", "fashion-mnist", 32, "default"),
     ("dcgan", None, "fashion-mnist", 32, "default"),
@@ -202,11 +206,11 @@ def measure_text(encoder, prompts: list[str], reps: int = 3) -> dict:
 
 def write_markdown(result: dict, path: Path) -> None:
     m, load = result["machine"], result["load_average"]
-    # ratios only within one run: rows kept from an earlier run are compared with that run's DCGAN
-    base = {(r["threads"], r["resolution"], bool(r.get("kept"))): r["images_per_s"] for r in result["training"]
+    # ratios only within one run (load differs between runs): each row against the DCGAN of its own run
+    base = {(r["threads"], r["resolution"], r.get("run")): r["images_per_s"] for r in result["training"]
             if r["family"] == "dcgan"}
     for r in result["training"]:
-        b = base.get((r["threads"], r["resolution"], bool(r.get("kept"))))
+        b = base.get((r["threads"], r["resolution"], r.get("run")))
         r["x_dcgan"] = round(r["images_per_s"] / b, 3) if b else None
     train = markdown_table(result["training"], [
         ("model", lambda r: r["family"] + (f" + {r['encoder']}" if r["encoder"] else ""), ""),
@@ -274,6 +278,7 @@ def main(argv=None) -> int:
     previous = json.loads((out / "gan_speed.json").read_text()) if (out / "gan_speed.json").exists() else {}
     wait = wait_for_quiet(args.max_load, args.max_wait)
     start = time.time()
+    run_id = time.strftime("%Y-%m-%dT%H:%M:%S")
     result = {"command": command_line(), "settings": {"threads": args.threads, "calls": args.calls, "batch": args.batch,
                                                       "quick": args.quick, "prompt": PROMPT},
               "wait": wait, "load_average": {"start": load_average()}, "training": [], "sampling": [], "text": []}
@@ -317,17 +322,18 @@ def main(argv=None) -> int:
             print(f"text {name} x{threads}: {row['batch1']['median_ms']:.1f} ms, {row['batch64_prompts_per_s']} prompts/s",
                   file=sys.stderr, flush=True)
         save()
-        if args.presets and threads == args.threads[0]:  # rows not measured now stay from the earlier run
-            result["training"] = [dict(r, preset=r.get("preset", "default"), kept=True)
-                                  for r in previous.get("training", [])
-                                  if r["threads"] not in args.threads
-                                  or (r["family"] != "dcgan" and r.get("preset", "default") not in args.presets)]
+        if args.presets and threads == args.threads[0]:  # rows not measured now stay from the earlier run,
+            kept_rows = [dict(r, preset=r.get("preset", "default"), kept=True)  # with their run's DCGAN rows
+                         for r in previous.get("training", [])
+                         if r["threads"] not in args.threads or r.get("preset", "default") not in args.presets]
+            runs = {r.get("run") for r in kept_rows if r["family"] != "dcgan"}
+            result["training"] = [r for r in kept_rows if r["family"] != "dcgan" or r.get("run") in runs]
         for family, enc, data, res, preset in TRAIN_ROWS if "training" in args.sections else []:
             if (args.quick and res > 64) or (args.presets and family != "dcgan" and preset not in args.presets):
                 continue
             cycles = 1 if (args.quick or res >= 128) else 2
             row = measure_training(family, enc, data, res, args.batch, cycles, minilm, preset)
-            row["load_average"] = load_average()
+            row["load_average"], row["run"] = load_average(), run_id
             result["training"].append(row)
             print(f"training {family} {enc or ''} {preset} {res}px x{threads}: {row['images_per_s']} img/s", file=sys.stderr,
                   flush=True)
