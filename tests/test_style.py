@@ -274,6 +274,18 @@ def test_style_family_trains_in_the_shared_loop_and_exports_a_loadable_decoder(t
     out = loaded.stylize(torch.zeros(1, 3, 32, 32), [torch.zeros(1, 3, 32, 32)])
     assert out.shape == (1, 3, 32, 32) and torch.isfinite(out).all()
 
+    # model.init: a new run (here with another style weight) starts from the first run's decoder
+    from wordcanvas.train.loop import FAMILIES
+
+    start = dict(cfg.model, init=str(tmp_path / "run"), style_weight=10.0)
+    family = FAMILIES["style"](TrainConfig(**{**cfg.to_dict(), "model": start, "out": str(tmp_path / "run2")}),
+                               None, None, torch.device("cpu"), None)
+    for name, value in loaded.model.state_dict().items():
+        assert torch.equal(family.decoder.state_dict()[name], value), name
+    wider = dict(start, decoder={"width": 0.25})
+    with pytest.raises(ValueError, match="not the configured"):
+        FAMILIES["style"](TrainConfig(**{**cfg.to_dict(), "model": wider}), None, None, torch.device("cpu"), None)
+
 
 # ----------------------------------------------------------------------------- CLI
 

@@ -33,6 +33,8 @@ class StyleSettings:
                                             # which keeps alpha=0 a faithful reconstruction
     crops_per_style: int = 6                # fixed crops cut from each style image for the bank
     style_folder: str | None = None         # a folder of your own style images instead of the built-in ones
+    init: str | None = None                 # decoder to start from: a model folder or training run ("shipped" = the
+                                            # bundled one), e.g. to fine-tune it with another style weight
 
 
 class StyleFamily:
@@ -55,7 +57,15 @@ class StyleFamily:
         self.s = s = settings_from(StyleSettings, cfg.model)
         self.model_config = StyleConfig(**s.decoder)
         # channels-last convolutions run ~1.4x faster on CPU (oneDNN) and no slower on CUDA
-        self.decoder = StyleTransferModel(self.model_config).to(device, memory_format=torch.channels_last)
+        self.decoder = StyleTransferModel(self.model_config)
+        if s.init:  # weights only (a resumed run then loads its checkpoint over these)
+            from wordcanvas.style.transfer import DEFAULT_MODEL, resolve_model_folder
+
+            start = StyleTransferModel.from_pretrained(resolve_model_folder(DEFAULT_MODEL if s.init == "shipped" else s.init))
+            if start.config != self.model_config:
+                raise ValueError(f"{s.init} holds a decoder {start.config}, not the configured {self.model_config}")
+            self.decoder.load_state_dict(start.state_dict())
+        self.decoder = self.decoder.to(device, memory_format=torch.channels_last)
         self.decoder_ema = copy.deepcopy(self.decoder).eval().requires_grad_(False) if cfg.ema_kimg > 0 else None
         mc = self.model_config
         self.encoder = StyleEncoder(tuple(dict.fromkeys((*mc.feature_layers, *mc.style_layers)))).to(
