@@ -204,6 +204,17 @@ def evaluate_small(cache: Path) -> dict:
                               r_repeats=1, progress=False, keep_samples=16, extractor=InceptionFeatures(threads=1))
 
 
+def quick_fid_small() -> float:
+    """The training loop's quick FID evaluator (40 training images, chunks of 10) on the oracle."""
+    from types import SimpleNamespace
+
+    from wordcanvas.commands.train_cmd import quick_fid_evaluator
+
+    cfg = SimpleNamespace(data="fashion-mnist", resolution=32, seed=0, data_options={})
+    evaluate = quick_fid_evaluator(cfg, 40, chunk=10)
+    return evaluate(lambda prompts, seed: oracle([p.text for p in prompts], seed))["fid"]
+
+
 EVAL_SCRIPT = """
 import json, sys, torch
 from pathlib import Path
@@ -214,6 +225,7 @@ torch.distributed.init_process_group("gloo")
 result = t.evaluate_small(Path({root!r}) / "cache2")
 rank = torch.distributed.get_rank()
 torch.save({{"samples": result.pop("_samples"), "seeds": t._ORACLE["seeds"]}}, {root!r} + f"/eval{{rank}}.pt")
+result["quick_fid"] = t.quick_fid_small()
 Path({root!r} + f"/eval{{rank}}.json").write_text(json.dumps(result))
 torch.distributed.destroy_process_group()
 """
@@ -239,8 +251,11 @@ def test_two_process_evaluation_gives_the_one_process_result(tmp_path, monkeypat
 
     # each rank generated its half of the batches (batch b has seed b: evaluation seed 0)
     assert _ORACLE["seeds"] == [0, 1, 2, 3] and extra[0]["seeds"] == [0, 2] and extra[1]["seeds"] == [1, 3]
+    # the loop's quick evaluator shares its chunks out the same way
+    quick = quick_fid_small()
+    assert ranks[0]["quick_fid"] == ranks[1]["quick_fid"] == pytest.approx(quick, rel=1e-6) and quick > 1
     for r in ranks + [one]:
-        r.pop("seconds")
+        r.pop("seconds"), r.pop("quick_fid", None)
     assert ranks[0] == ranks[1]  # every rank returns the whole result
     two = ranks[0]
     assert two["n_fake"] == one["n_fake"] == 40 and two["n_real"] == one["n_real"] == 40

@@ -73,26 +73,32 @@ def build_config(args: argparse.Namespace):
     return TrainConfig.from_dict(data)
 
 
-def quick_fid_evaluator(cfg, n: int):
+def quick_fid_evaluator(cfg, n: int, chunk: int = 50):
     """FID of n generated images against n training images (Inception pool features); small n
-    makes it biased upwards, so it tracks progress within a run rather than across papers."""
+    makes it biased upwards, so it tracks progress within a run rather than across papers. With
+    several processes (the loop calls it on every rank) the chunks are shared out between them."""
+    import numpy as np
     import torch
 
     from wordcanvas.data import load_dataset
     from wordcanvas.data.base import Prompt
     from wordcanvas.metrics.distribution import fid_from_features
+    from wordcanvas.metrics.evaluate import map_sharded
     from wordcanvas.metrics.inception import InceptionFeatures
 
     extractor = InceptionFeatures()
     dataset = load_dataset(cfg.data, "train", cfg.resolution, cfg.seed, **cfg.data_options)
     g = torch.Generator().manual_seed(cfg.seed)
     idx = torch.randperm(len(dataset), generator=g)[:n].tolist()
-    real = extractor.extract(torch.stack([dataset[i]["image"] for i in idx]), progress=False)
+    starts = range(0, len(idx), chunk)
+    real = np.concatenate(map_sharded(lambda c: extractor.extract(
+        torch.stack([dataset[i]["image"] for i in idx[starts[c]:starts[c] + chunk]]), progress=False), len(starts)))
     prompts = [Prompt(dataset[i]["caption"], dataset.labels(i)) for i in idx]
 
     def evaluate(generate) -> dict:
-        fake = torch.cat([generate(prompts[i:i + 50], seed=cfg.seed + i).cpu() for i in range(0, len(prompts), 50)])
-        return {"fid": fid_from_features(real, extractor.extract(fake, progress=False))}
+        fake = map_sharded(lambda c: extractor.extract(
+            generate(prompts[starts[c]:starts[c] + chunk], seed=cfg.seed + starts[c]).cpu(), progress=False), len(starts))
+        return {"fid": fid_from_features(real, np.concatenate(fake))}
 
     return evaluate
 
