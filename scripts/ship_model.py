@@ -28,8 +28,11 @@ def fmt(value, digits: int = 3) -> str:
 def model_card(name: str, config: dict, mark: dict | None, results: dict | None) -> str:
     flags = [f"--data {config['data']}", f"--encoder {config['encoder']}", f"--res {config['resolution']}", f"--steps {mark['step'] if mark else config['steps']}",
              f"--batch {config['batch']}", f"--seed {config['seed']}", f"--threads {config['threads']}"]
+    flags += [f"--{k.replace('_', '-')} {config[k]}" for k in ("lr", "lr_d") if config.get(k) is not None]
     settings = [f"--set {shlex.quote(f'{group}.{k}={json.dumps(v)}')}" for group in ("model", "data_options")
                 for k, v in (config.get(group) or {}).items()]
+    if config.get("betas") is not None:  # the family's default otherwise
+        settings.append(f"--set {shlex.quote('betas=' + json.dumps(config['betas']))}")
     lines = [f"# Shipped text-to-image model: {name}", "",
              f"A text-conditioned GAN ({config['family']}) trained by wordcanvas on `{config['data']}` at "
              f"{config['resolution']} px, prompts read by the `{config['encoder']}` encoder (frozen, cached).", "",
@@ -44,7 +47,7 @@ def model_card(name: str, config: dict, mark: dict | None, results: dict | None)
         lines += ["## Training time and hardware", "",
                   f"{mark['step']} steps ({mark['images_seen'] / 1000:.1f} k images), "
                   f"{fmt(mark.get('train_time_s'), 0)} s inside optimisation steps on {machine.get('cpu', '?')} "
-                  f"({machine.get('cpu_count', '?')} cores, {config['threads']} thread, shared with other jobs); "
+                  f"({machine.get('cpu_count', '?')} cores, {config['threads']} thread(s), shared with other jobs); "
                   f"torch {machine.get('torch', '?')}. The budget is {mark['minutes']:g} minutes on 2 idle cores "
                   f"({results['settings'].get('clock', 'wall')} clock, docs/gan_benchmark_protocol.md).", "",
                   "## Measured (benchmarks/gan_quality.py, fixed protocol)", "",
