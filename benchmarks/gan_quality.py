@@ -350,9 +350,15 @@ def write_report(results: dict, out: Path) -> None:
                   ("LPIPS div", "lpips", ">.3f"), ("FID / DCGAN", "fid_vs_dcgan", ">.2f"),
                   ("probe / DCGAN", "probe_vs_dcgan", ">.2f")]
     first = next((mk["eval"]["main"] for mod in results["models"].values() for mk in mod["marks"]), None)
+    # marks trained with another thread count (a step budget allows it) are named with theirs
+    other = sorted({mk["minutes"] for mod in results["models"].values() for mk in mod["marks"]
+                    if mk.get("threads", s["threads"]) != s["threads"]})
+    mark_threads = {mk["minutes"]: mk["threads"] for mod in results["models"].values() for mk in mod["marks"]
+                    if mk["minutes"] in other}
+    threads = str(s["threads"]) + "".join(f"; {mark_threads[x]} for the segment ending at {x:g} min" for x in other)
     lines = [f"# GAN quality on {s['data']}{' (SMOKE RUN: tiny budget and sample counts, not results)' if s['smoke'] else ''}", "",
              f"Each model trained for {s['minutes']:g} {CLOCK_WORDS[s.get('clock', 'wall')]} minutes (evaluated at {', '.join(f'{x:g}' for x in s['marks'])} min) "
-             f"with batch {s['batch']}, seed {s['seed']}, threads: {s['threads']}, device: {results.get('device', s['device'])}; "
+             f"with batch {s['batch']}, seed {s['seed']}, threads: {threads}, device: {results.get('device', s['device'])}; "
              f"{m['cpu']} ({m['cpu_count']} cores){', ' + m['cuda'] if m.get('cuda') else ''}; "
              f"torch {m['torch']}. Load average {results['load_average']['start']} at start, "
              f"{results['load_average'].get('end', '?')} at the end.", "",
@@ -442,6 +448,8 @@ def main(argv=None) -> int:
     results = json.loads(results_path.read_text()) if results_path.exists() else None
     if results is not None:
         free = ("models", "minutes", "marks")  # more models, or a longer curve, may be added later
+        if args.clock == "steps":  # a step budget makes the thread count a matter of speed only (kept per mark)
+            free += ("threads",)
         old = {k: v for k, v in results["settings"].items() if k not in free}
         if old != {k: v for k, v in settings.items() if k not in free}:
             raise SystemExit(f"{results_path} holds results of other settings; use --fresh or another --out")
@@ -495,6 +503,7 @@ def main(argv=None) -> int:
                 tensor_to_pil(make_grid(samples, nrow=8)).save(run_dir / f"eval-{minutes:g}min.png")
             model["marks"].append({"minutes": minutes, "step": result.step, "images_seen": result.images_seen,
                                    "train_time_s": train_time_s(run_dir), "segment_wall_s": round(wall, 1),
+                                   "threads": args.threads,
                                    "run_dir": relative(run_dir), "eval": evaluation})
             model["params"] = {k: sum(p.numel() for p in m.parameters()) for k, m in result.family.modules.items()}
             previous = minutes

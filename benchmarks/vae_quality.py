@@ -19,7 +19,7 @@ Metrics on the first --n-test test images (images as 8-bit levels):
   that mean with one global scale, fitted by maximum likelihood on 2,000 training images (said
   beside the number);
 - reconstruction MSE of the posterior mean's decoded image, per pixel on the [0, 1] scale;
-- samples from the prior (temperature of the run, default 1) for the dataset's evaluation prompts
+- samples from the prior (at each of --temperatures, default 1) for the dataset's evaluation prompts
   under the project's protocol (`wordcanvas.metrics.evaluate.evaluate_generator`): FID against the
   test split with the real-vs-real floor, probe accuracy (class / attributes), R-precision, diversity.
 Toy faces: the same metrics for ours; --gan-model evaluates a trained GAN run beside it.
@@ -60,7 +60,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                    help="a TrainConfig setting for our VAE, dotted, JSON value: --set model.beta=2")
-    p.add_argument("--peer", choices=("pythae", "none"), default="pythae", help="the pythae VAE beside ours (Fashion-MNIST)")
+    p.add_argument("--peer", choices=("pythae", "kept", "none"), default="pythae",
+                   help="the pythae VAE beside ours (Fashion-MNIST); 'kept' reuses its entry in <out>/results.json "
+                        "from an earlier run of this script with the same data, budget, clock and threads")
+    p.add_argument("--temperatures", default="1",
+                   help="comma list of prior temperatures to evaluate our samples at (the first is the main row)")
     p.add_argument("--pythae-loss", dest="pythae_loss", choices=("bce", "mse"), default="bce")
     p.add_argument("--gan-model", dest="gan_model", help="a trained GAN run / model folder to evaluate beside ours")
     p.add_argument("--n-test", dest="n_test", type=int, help="test images for bits/dim and MSE (default 10000)")
@@ -85,6 +89,9 @@ def parse_args(argv=None) -> argparse.Namespace:
             setattr(args, key, value)
     if args.iw_k < 64 and not args.smoke:
         p.error("--iw-k must be at least 64")
+    args.temperatures = [float(t) for t in args.temperatures.split(",") if t.strip()]
+    if not args.temperatures or min(args.temperatures) <= 0:
+        p.error("--temperatures must be positive numbers")
     root = ROOT / "runs" / ("vae_quality_smoke" if args.smoke else "vae_quality") / args.data
     args.runs = Path(args.runs or root / "runs")
     args.out = Path(args.out or (root / "report" if args.smoke else ROOT / "docs" / f"vae_{args.data}"))
@@ -330,6 +337,13 @@ def write_report(results: dict, out: Path) -> None:
              f"Budget {s['minutes']} min per model on the {CLOCK_WORDS[s['clock']]} clock, {s['threads']} threads. "
              f"Command: `{results['command']}`.", "", markdown_table(rows, cols), "",
              "Bits/dim are honest bounds for 8-bit images (discrete likelihoods over the 256 levels)."]
+    if len(s.get("temperatures", [1.0])) > 1:
+        lines[-1] += (" Rows 'ours, temperature T' are the same trained model, its prior samples drawn at temperature "
+                      "T (noise scaled by T in the prior's standard coordinates); their likelihood columns are the "
+                      "model's, so they are left blank.")
+    if "pythae-vae" in results["models"] and "kept_from" in results["models"]["pythae-vae"]:
+        lines[-1] += (" The pythae row was trained and scored by an earlier run of this script with the same data, "
+                      f"budget, clock and threads: `{results['models']['pythae-vae']['kept_from']}`.")
     if "pythae-vae" in results["models"]:
         lines[-1] += (" pythae's VAE has no likelihood of its own for 8-bit levels: it is scored with a discretised "
                       "Gaussian around its decoder mean with a global scale fitted on 2,000 training images (log-scale "
@@ -358,7 +372,7 @@ def main(argv=None) -> int:
     results = {"command": command_line(), "machine": machine_info(threads=args.threads), "models": {},
                "settings": {"data": args.data, "minutes": args.minutes, "clock": args.clock, "threads": args.threads,
                             "n_test": args.n_test, "n_iw": args.n_iw, "iw_k": args.iw_k, "n_eval": args.n_eval,
-                            "ours": OURS[args.data], "set": args.settings}}
+                            "ours": OURS[args.data], "set": args.settings, "temperatures": args.temperatures}}
     args.out.mkdir(parents=True, exist_ok=True)
 
     def save_samples(name: str, samples) -> None:
@@ -374,14 +388,30 @@ def main(argv=None) -> int:
     ours = {"params": sum(p.numel() for p in model.parameters()), "steps": steps, "run": str(run_dir.relative_to(ROOT))
             if run_dir.is_relative_to(ROOT) else str(run_dir), "train_wall_s": round(time.time() - t0, 1)}
     ours["likelihood"] = likelihood_metrics(model, t2i.embed, images, captions, args.n_iw, args.iw_k)
-    fam_generate = lambda texts, seed: t2i.generator(  # noqa: E731  one prior draw per image, as the loop's generate
-        model.sample_noise(len(texts), torch.Generator().manual_seed(seed), t2i.meta.get("truncation")), t2i.embed(texts))
-    ours["samples"], samples = evaluate_samples(fam_generate, args)
-    save_samples("ours", samples)
-    results["models"]["ours"] = ours
-    write_json(args.out / "results.json", results)
+    previous = json.loads((args.out / "results.json").read_text()) if (args.out / "results.json").exists() else {}
+    for k, temperature in enumerate(args.temperatures):
+        name = "ours" if k == 0 else f"ours, temperature {temperature:g}"
+        entry = ours if k == 0 else {"params": ours["params"], "steps": steps, "of": "ours"}
+        entry["temperature"] = temperature
+
+        def fam_generate(texts, seed, temperature=temperature):  # one prior draw per image, as the loop's generate
+            return t2i.generator(model.sample_noise(len(texts), torch.Generator().manual_seed(seed), temperature),
+                                 t2i.embed(texts))
+
+        entry["samples"], samples = evaluate_samples(fam_generate, args)
+        save_samples("ours" if k == 0 else f"ours-t{temperature:g}", samples)
+        results["models"][name] = entry
+        write_json(args.out / "results.json", results)
 
     # pythae's VAE
+    if args.peer == "kept" and args.data == "fashion-mnist":
+        old = previous.get("settings", {})
+        same = {k: old.get(k) for k in ("data", "minutes", "clock", "threads", "n_test", "n_iw", "iw_k", "n_eval")}
+        want = {k: results["settings"][k] for k in same}
+        if "pythae-vae" not in previous.get("models", {}) or same != want:
+            raise SystemExit(f"--peer kept: {args.out / 'results.json'} holds no pythae entry of the same settings "
+                             f"({same} vs {want}); use --peer pythae")
+        results["models"]["pythae-vae"] = dict(previous["models"]["pythae-vae"], kept_from=previous["command"])
     if args.peer == "pythae" and args.data == "fashion-mnist":
         peer, width = build_pythae(ours["params"], model.config.z_dim, model.config.channels, model.config.resolution,
                                    args.pythae_loss)
@@ -427,7 +457,9 @@ def main(argv=None) -> int:
     if args.data == "fashion-mnist":
         o, pth = results["models"]["ours"], results["models"].get("pythae-vae")
         results["targets"] = {
-            "class_accuracy_at_least_0.90": (o["samples"]["probe"]["per_attribute"]["class"]["accuracy"] >= 0.90),
+            "class_accuracy_at_least_0.90": {
+                f"temperature {e['temperature']:g}": e["samples"]["probe"]["per_attribute"]["class"]["accuracy"] >= 0.90
+                for e in results["models"].values() if "temperature" in e},
             "bits_per_dim_no_worse_than_pythae": (None if pth is None else
                                                   o["likelihood"]["iw_bpd"] <= pth["likelihood"]["iw_bpd"])}
     write_json(args.out / "results.json", results)

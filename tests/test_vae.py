@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from wordcanvas.models.vae import (TextVAE, VAEConfig, discretized_log_prob, importance_weighted_nll,
-                                   kl_standard_normal, negative_elbo, quantize)
+                                   kl_gaussians, kl_standard_normal, negative_elbo, quantize)
 from wordcanvas.train import TrainConfig, train
 
 from test_train_loop import HashEncoder, all_state  # shared with the loop tests
@@ -77,6 +77,43 @@ def test_kl_of_two_gaussians_matches_torch_distributions():
     torch.testing.assert_close(kl_standard_normal(mean, logvar), ref)
 
 
+def test_kl_to_a_text_prior_matches_torch_distributions():
+    from torch.distributions import Normal, kl_divergence
+
+    g = torch.Generator().manual_seed(1)
+    mean, logvar, pm, plv = (torch.randn(5, 7, generator=g) for _ in range(4))
+    ref = kl_divergence(Normal(mean, (0.5 * logvar).exp()), Normal(pm, (0.5 * plv).exp()))
+    torch.testing.assert_close(kl_gaussians(mean, logvar, pm, plv), ref)
+    torch.testing.assert_close(kl_gaussians(mean, logvar, torch.zeros(()), torch.zeros(())),
+                               kl_standard_normal(mean, logvar))
+
+
+def test_text_prior_starts_standard_and_noise_coordinates_round_trip():
+    enc = HashEncoder()
+    text = enc.encode(["a shoe", "a bag", "a coat"])
+    model = tiny_vae()
+    mean, logvar = model.prior(text)
+    assert torch.equal(mean, torch.zeros(3, 4)) and torch.equal(logvar, torch.zeros(3, 4))  # N(0, I) at init
+    with torch.no_grad():  # a trained prior differs per caption
+        model.prior_net[-1].weight.normal_(generator=torch.Generator().manual_seed(0))
+    mean, logvar = model.prior(text)
+    assert (mean[0] - mean[1]).abs().max() > 0.1
+    noise = torch.randn(3, 4, generator=torch.Generator().manual_seed(2))
+    z = model.from_noise(noise, text)
+    torch.testing.assert_close(z, mean + noise * (0.5 * logvar).exp())
+    torch.testing.assert_close(model.to_noise(z, text), noise)
+    torch.testing.assert_close(model(noise, text), model.decode(z, text))
+    # the KL in the ELBO is against the caption's prior
+    x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    qm, qlv = model.encode(x, text)
+    terms = model.elbo_terms(x, text, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(terms["kl"], kl_gaussians(qm, qlv, mean, logvar))
+    standard = tiny_vae(prior="standard")
+    assert standard.prior_net is None and torch.equal(standard.from_noise(noise, text), noise)
+    with pytest.raises(ValueError, match="prior"):
+        VAEConfig(prior="flow")
+
+
 def tiny_vae(likelihood="logistic", **kw) -> TextVAE:
     torch.manual_seed(0)
     return TextVAE(VAEConfig(resolution=8, channels=1, text_dim=16, z_dim=4, cond_dim=8, nf=8, max_channels=16,
@@ -85,6 +122,8 @@ def tiny_vae(likelihood="logistic", **kw) -> TextVAE:
 
 def test_importance_weighted_bound_is_at_least_as_tight_as_the_elbo():
     model, enc = tiny_vae(), HashEncoder()
+    with torch.no_grad():  # a caption-dependent prior, as after training
+        model.prior_net[-1].weight.normal_(0, 0.3, generator=torch.Generator().manual_seed(0))
     x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
     text = enc.encode(["a shoe", "a bag", "a coat"])
     elbo = torch.stack([negative_elbo(model, x, text, torch.Generator().manual_seed(s)) for s in range(64)]).mean(0)

@@ -148,11 +148,14 @@ class Editor:
     # --- VAE ------------------------------------------------------------------------------------
     @torch.no_grad()
     def encode(self, images: torch.Tensor, captions: str | list[str]) -> torch.Tensor:
-        """VAE posterior means (N, z_dim) of images under their captions."""
+        """VAE posterior means (N, z_dim) of images under their captions, in the prior's standard
+        coordinates (the model's generator input), so decoding them under another caption moves the
+        latent with the prior."""
         if self.family != "vae":
             raise ValueError("encode needs a VAE; a GAN is inverted with invert()")
         images = self._check(images)
-        return self.model.encode(images, self._texts(captions, len(images)))[0]
+        text = self._texts(captions, len(images))
+        return self.model.to_noise(self.model.encode(images, text)[0], text)
 
     # --- GAN inversion -------------------------------------------------------------------------
     def lpips(self):

@@ -17,9 +17,18 @@ The discretised likelihoods put mass on the 256 bins of width 2/255 centred on x
 (the end bins extend to +-infinity), so their log-probabilities sum to one over the pixel values
 and -ELBO / (D ln 2) is an honest upper bound in bits per dimension.
 
-`TextVAE` also serves as a generator (forward(z, text) -> mean image, sample_noise), so
-`wordcanvas generate` and TextToImage treat it like the GAN's generator; the noise "truncation"
-with mode "scale" is the sampling temperature.
+Prior: "text" (default) learns p(z | t) = N(mu(t), diag sigma(t)^2) from the pooled caption,
+as in the conditional VAE of Sohn et al. (2015); "standard" is N(0, I). With a standard prior a
+latent that carries the garment's shape costs KL whatever the caption says, and a prior draw
+brings a random shape that fights the caption (Fashion-MNIST class accuracy of temperature-1
+samples 0.64, 0.88 even at temperature 0); a text prior puts each caption's draws where that
+caption's images lie. The likelihood bounds stay honest: both are bounds on log p(x | t).
+
+`TextVAE` also serves as a generator (forward(noise, text) -> mean image, sample_noise), so
+`wordcanvas generate` and TextToImage treat it like the GAN's generator. Its input is the prior's
+standard coordinates: latent = mu(t) + sigma(t) * noise, so the noise "truncation" with mode
+"scale" is the sampling temperature, and an image encoded to noise coordinates under one caption
+(`to_noise`) and decoded under another moves with the prior from one caption to the other.
 """
 from __future__ import annotations
 
@@ -37,6 +46,7 @@ from wordcanvas.models.layers import (CrossAttention, DownBlock, TextProjection,
 from wordcanvas.text.base import TextEmbedding
 
 LIKELIHOODS = ("logistic", "gaussian", "bernoulli")
+PRIORS = ("text", "standard")
 BIN_HALF_WIDTH = 1.0 / 255.0  # images in [-1, 1]: 256 levels 2/255 apart
 
 
@@ -79,6 +89,12 @@ def kl_standard_normal(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor
     return 0.5 * (mean.square() + logvar.exp() - 1 - logvar)
 
 
+def kl_gaussians(mean: torch.Tensor, logvar: torch.Tensor, prior_mean: torch.Tensor,
+                 prior_logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, exp(logvar)) || N(prior_mean, exp(prior_logvar))) per dimension, closed form."""
+    return 0.5 * (prior_logvar - logvar + (logvar.exp() + (mean - prior_mean).square()) * torch.exp(-prior_logvar) - 1)
+
+
 def gaussian_log_density(z: torch.Tensor, mean: torch.Tensor | float = 0.0,
                          logvar: torch.Tensor | float = 0.0) -> torch.Tensor:
     """log N(z; mean, exp(logvar)) summed over the last dimension."""
@@ -104,12 +120,15 @@ class VAEConfig:
     sigma: float | None = None              # gaussian: fixed std on the [-1, 1] scale; None = learned per pixel
     min_log_scale: float = -7.0             # floor of learned log-scales (PixelCNN++)
     max_log_scale: float = 2.0              # ceiling (a scale of e^2 already spans all levels)
+    prior: str = "text"                     # p(z | t) learned from the caption ("text") or N(0, I) ("standard")
 
     def __post_init__(self):
         check_resolution(self.resolution)
         self.attn_resolutions = tuple(int(r) for r in self.attn_resolutions if 8 <= int(r) <= self.resolution)
         if self.likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
+        if self.prior not in PRIORS:
+            raise ValueError(f"prior must be one of {PRIORS}, got {self.prior!r}")
         if self.sigma is not None and (self.likelihood != "gaussian" or self.sigma <= 0):
             raise ValueError("sigma (a fixed positive std) applies to the 'gaussian' likelihood only")
 
@@ -143,6 +162,43 @@ class TextVAE(PretrainedModel):
         self.blocks = nn.ModuleList(UpBlock(c.z_dim + c.cond_dim, width(s // 2), width(s), c.fusion) for s in self.sizes)
         self.attn = nn.ModuleDict({str(s): CrossAttention(width(s), c.cond_dim, c.attn_heads) for s in c.attn_resolutions})
         self.to_params = nn.Conv2d(width(c.resolution), c.channels * c.params_per_channel, 3, 1, 1)
+        # p(z | t); the last layer starts at zero, so training starts from N(0, I)
+        self.prior_net = None
+        if c.prior == "text":
+            self.prior_net = nn.Sequential(TextProjection(c.text_dim, c.cond_dim), nn.LeakyReLU(0.2),
+                                           nn.Linear(c.cond_dim, 2 * c.z_dim))
+            nn.init.zeros_(self.prior_net[-1].weight)
+            nn.init.zeros_(self.prior_net[-1].bias)
+
+    # prior
+    def prior(self, text: TextEmbedding) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, logvar) of p(z | t), each (B, z_dim); zeros for the standard prior."""
+        if self.prior_net is None:
+            zeros = text.pooled.new_zeros(text.pooled.shape[0], self.config.z_dim)
+            return zeros, zeros
+        mean, logvar = self.prior_net(text.pooled).chunk(2, dim=1)
+        return mean, logvar.clamp(-8.0, 4.0)
+
+    def from_noise(self, noise: torch.Tensor, text: TextEmbedding) -> torch.Tensor:
+        """Latents for standard-normal coordinates under the captions' prior."""
+        if self.prior_net is None:
+            return noise
+        mean, logvar = self.prior(text)
+        return mean + noise * torch.exp(0.5 * logvar)
+
+    def to_noise(self, z: torch.Tensor, text: TextEmbedding) -> torch.Tensor:
+        """The prior's standard coordinates of latents z under the captions (inverse of from_noise)."""
+        if self.prior_net is None:
+            return z
+        mean, logvar = self.prior(text)
+        return (z - mean) * torch.exp(-0.5 * logvar)
+
+    def kl(self, mean: torch.Tensor, logvar: torch.Tensor, text: TextEmbedding) -> torch.Tensor:
+        """KL(q(z | x, t) || p(z | t)) per latent dimension (B, z_dim), closed form."""
+        if self.prior_net is None:
+            return kl_standard_normal(mean, logvar)
+        prior_mean, prior_logvar = self.prior(text)
+        return kl_gaussians(mean, logvar, prior_mean.to(mean.dtype), prior_logvar.to(mean.dtype))
 
     # encoder
     def encode(self, images: torch.Tensor, text: TextEmbedding) -> tuple[torch.Tensor, torch.Tensor]:
@@ -188,23 +244,31 @@ class TextVAE(PretrainedModel):
             return -F.binary_cross_entropy_with_logits(loc, target, reduction="none").flatten(1).sum(1)
         return discretized_log_prob(quantize(images), loc, log_scale, self.config.likelihood).flatten(1).sum(1)
 
-    def forward(self, z: torch.Tensor, text: TextEmbedding) -> torch.Tensor:
-        """The generator interface: latents (B, z_dim) and captions -> mean images (B, C, H, W) in [-1, 1]."""
+    def forward(self, noise: torch.Tensor, text: TextEmbedding) -> torch.Tensor:
+        """The generator interface: the prior's standard coordinates (B, z_dim) and captions -> mean
+        images (B, C, H, W) in [-1, 1]."""
+        return self.decode(self.from_noise(noise, text), text)
+
+    def decode(self, z: torch.Tensor, text: TextEmbedding) -> torch.Tensor:
+        """Latents (B, z_dim) themselves (not noise) and captions -> mean images."""
         return self.mean_image(self.decode_params(z, text))
 
     def sample_noise(self, n: int, generator: torch.Generator | None = None, truncation: float | None = None,
                      mode: str = "scale", device=None) -> torch.Tensor:
-        """Prior draws; truncation t with mode "scale" is the temperature (z * t)."""
+        """Standard-normal draws for forward(); truncation t with mode "scale" is the temperature (noise * t)."""
         return sample_noise(n, self.config.z_dim, generator, truncation, mode, device or self.fc.weight.device)
 
     # whole-model helpers
     def reconstruct(self, images: torch.Tensor, text: TextEmbedding, generator: torch.Generator | None = None,
                     target_text: TextEmbedding | None = None) -> torch.Tensor:
         """Decode the posterior mean (or a posterior draw when `generator` is given), with the same
-        captions or `target_text` (text-guided editing)."""
+        captions, or with `target_text` (text-guided editing: the latent keeps its place in the prior's
+        standard coordinates and moves with the prior from one caption to the other)."""
         mean, logvar = self.encode(images, text)
         z = mean if generator is None else reparameterize(mean, logvar, generator)
-        return self(z, text if target_text is None else target_text)
+        if target_text is None:
+            return self.decode(z, text)
+        return self(self.to_noise(z, text), target_text)
 
     def elbo_terms(self, images: torch.Tensor, text: TextEmbedding, generator: torch.Generator | None = None
                    ) -> dict[str, torch.Tensor]:
@@ -213,7 +277,7 @@ class TextVAE(PretrainedModel):
         mean, logvar = self.encode(images, text)
         z = reparameterize(mean, logvar, generator)
         params = self.decode_params(z, text)
-        return {"log_px": self.log_likelihood(images, params), "kl": kl_standard_normal(mean, logvar),
+        return {"log_px": self.log_likelihood(images, params), "kl": self.kl(mean, logvar, text),
                 "mean": mean, "logvar": logvar, "z": z, "params": params}
 
 
@@ -238,15 +302,17 @@ def negative_elbo(model: TextVAE, images: torch.Tensor, text: TextEmbedding,
 def importance_weighted_nll(model: TextVAE, images: torch.Tensor, text: TextEmbedding, k: int = 64,
                             generator: torch.Generator | None = None, chunk: int = 16) -> torch.Tensor:
     """-log p(x | t) estimated with k importance samples from q (Burda et al. 2016), per image, nats:
-    -log mean_k p(x | z_k, t) p(z_k) / q(z_k | x, t); tighter than -ELBO as k grows."""
+    -log mean_k p(x | z_k, t) p(z_k | t) / q(z_k | x, t); tighter than -ELBO as k grows."""
     mean, logvar = model.encode(images, text)
+    prior_mean, prior_logvar = model.prior(text)
     weights = []
     for start in range(0, k, chunk):
         n = min(chunk, k - start)
         z = reparameterize(mean.repeat(n, 1), logvar.repeat(n, 1), generator)  # sample-major
         params = model.decode_params(z, text[torch.arange(len(images)).repeat(n)])
         log_px = model.log_likelihood(images.repeat(n, 1, 1, 1), params)
-        log_w = log_px + gaussian_log_density(z) - gaussian_log_density(z, mean.repeat(n, 1), logvar.repeat(n, 1))
+        log_w = (log_px + gaussian_log_density(z, prior_mean.repeat(n, 1), prior_logvar.repeat(n, 1))
+                 - gaussian_log_density(z, mean.repeat(n, 1), logvar.repeat(n, 1)))
         weights.append(log_w.view(n, len(images)))
     log_w = torch.cat(weights)
     return -(torch.logsumexp(log_w, dim=0) - math.log(k))

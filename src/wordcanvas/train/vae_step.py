@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wordcanvas.models.vae import TextVAE, VAEConfig, bits_per_dim, kl_standard_normal
+from wordcanvas.models.vae import TextVAE, VAEConfig, bits_per_dim
 from wordcanvas.text.base import TextEmbedding
 from wordcanvas.train.augment import BatchRandom
 from wordcanvas.train.gan_step import (GANFamily, batch_random, d_fake_loss, d_real_loss, embed_texts, g_loss,
@@ -131,7 +131,7 @@ class VAEFamily:
         with self.autocast():  # the networks in bf16 on CUDA; the likelihood and KL always in float32
             mean, logvar = vae.encode(real, text)
             params = vae.decode_params(reparameterize(mean.float(), logvar.float(), g), text).float()
-        log_px, kl = vae.log_likelihood(real, params), kl_standard_normal(mean.float(), logvar.float())
+        log_px, kl = vae.log_likelihood(real, params), vae.kl(mean.float(), logvar.float(), text)
         kl_dims = kl.mean(0)  # batch-mean KL per latent dimension
         kl_penalised = effective_kl(kl_dims, s.free_bits)
         beta = self.beta_at(step)
