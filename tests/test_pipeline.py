@@ -60,6 +60,16 @@ def test_prompt_embeddings_are_cached(run_dir):
     assert seen == [["a red square", "a blue square"]]  # each distinct prompt encoded once, then remembered
 
 
+def test_a_batch_of_more_new_prompts_than_the_cache_holds(run_dir):
+    t2i = TextToImage.from_pretrained(run_dir)
+    t2i.cache_size = 2
+    prompts = ["a red square", "a blue square", "a green square", "a red square", "a small box"]
+    together = t2i.embed(prompts)
+    assert len(t2i._cache) == 2
+    for i, p in enumerate(prompts):  # each row is that prompt's own embedding, in order
+        torch.testing.assert_close(together.pooled[i], t2i.encoder.encode([p]).pooled[0])
+
+
 def test_upscale_and_style(pipe):
     base = pipe(["a red square"], n=2, seed=1)
     up = pipe(["a red square"], n=2, seed=1, upscale=4, upscaler="bicubic")

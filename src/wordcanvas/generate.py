@@ -103,18 +103,19 @@ class TextToImage:
 
     def embed(self, prompts: list[str]) -> TextEmbedding:
         """Embeddings of the prompts, remembered per prompt (a repeated prompt skips the encoder)."""
-        missing = [p for p in dict.fromkeys(prompts) if p not in self._cache]
-        if missing:
+        found = {}
+        for p in dict.fromkeys(prompts):
+            if p in self._cache:
+                self._cache.move_to_end(p)
+                found[p] = self._cache[p]
+        missing = [p for p in dict.fromkeys(prompts) if p not in found]
+        if missing:  # a batch of more new prompts than the cache holds evicts its own: read them from `found`
             emb = self.encoder.encode(missing)
             for i, p in enumerate(missing):
-                self._cache[p] = emb[i:i + 1].to(self.device)
+                found[p] = self._cache[p] = emb[i:i + 1].to(self.device)
                 if len(self._cache) > self.cache_size:
                     self._cache.popitem(last=False)
-        parts = []
-        for p in prompts:
-            self._cache.move_to_end(p)
-            parts.append(self._cache[p])
-        return TextEmbedding.cat(parts)
+        return TextEmbedding.cat([found[p] for p in prompts])
 
     @torch.inference_mode()
     def __call__(self, prompts: str | list[str], n: int = 1, seed: int = 0, truncation: float | None = None) -> torch.Tensor:
