@@ -158,7 +158,7 @@ def likelihood_metrics(model, encode_text, images, captions, n_iw: int, k: int, 
             x, text = images[lo:lo + batch], encode_text(captions[lo:lo + batch])
             nelbo.append(negative_elbo(model, x, text, g))
             mean, _ = model.encode(x, text)
-            mse.append(((model(mean, text) - x) / 2).square().flatten(1).mean(1))
+            mse.append(((model.decode(mean, text) - x) / 2).square().flatten(1).mean(1))  # the latent itself
             if lo < n_iw:
                 m = min(batch, n_iw - lo)
                 iw.append(importance_weighted_nll(model, x[:m], text[:m], k=k, generator=g))
@@ -494,6 +494,8 @@ class _PythaeEval:
 
     def __call__(self, z, text):
         return self.w(z)
+
+    decode = __call__
 
     def elbo_terms(self, images, text, generator=None):
         from wordcanvas.models.vae import kl_standard_normal, reparameterize
