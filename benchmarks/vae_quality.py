@@ -390,7 +390,8 @@ def main(argv=None) -> int:
     ours = {"params": sum(p.numel() for p in model.parameters()), "steps": steps, "run": str(run_dir.relative_to(ROOT))
             if run_dir.is_relative_to(ROOT) else str(run_dir), "train_wall_s": round(time.time() - t0, 1)}
     ours["likelihood"] = likelihood_metrics(model, t2i.embed, images, captions, args.n_iw, args.iw_k)
-    previous = json.loads((args.out / "results.json").read_text()) if (args.out / "results.json").exists() else {}
+    kept_path = args.out / "results.json"  # read before our rows overwrite it
+    previous = json.loads(kept_path.read_text()) if args.peer == "kept" and kept_path.exists() else {}
     for k, temperature in enumerate(args.temperatures):
         name = "ours" if k == 0 else f"ours, temperature {temperature:g}"
         entry = ours if k == 0 else {"params": ours["params"], "steps": steps, "of": "ours"}

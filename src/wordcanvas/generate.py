@@ -103,12 +103,13 @@ class TextToImage:
 
     def embed(self, prompts: list[str]) -> TextEmbedding:
         """Embeddings of the prompts, remembered per prompt (a repeated prompt skips the encoder)."""
-        found = {}
+        found, missing = {}, []
         for p in dict.fromkeys(prompts):
             if p in self._cache:
                 self._cache.move_to_end(p)
                 found[p] = self._cache[p]
-        missing = [p for p in dict.fromkeys(prompts) if p not in found]
+            else:
+                missing.append(p)
         if missing:  # a batch of more new prompts than the cache holds evicts its own: read them from `found`
             emb = self.encoder.encode(missing)
             for i, p in enumerate(missing):
