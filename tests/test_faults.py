@@ -226,6 +226,70 @@ def test_divergence_raises_by_policy_or_after_max_rollbacks(tmp_path):
         TrainConfig(nan_policy="ignore")
 
 
+class SpikyGAN(GANFamily):
+    """The plain GAN watched on loss_d, whose logged loss_d (only the statistic: no weight sees it)
+    is multiplied by 1000 on the steps in `spike_at`, on the first pass over them only."""
+
+    watch_loss = "loss_d"
+    spike_at: tuple = ()
+    seen: set = set()
+
+    def step(self, batch, step):
+        stats = super().step(batch, step)
+        if step in self.spike_at and step not in type(self).seen:
+            type(self).seen.add(step)
+            stats["loss_d"] = stats["loss_d"].abs() * 1000 + 1
+        return stats
+
+
+def spiky(spike_at) -> type:
+    return type("Spiky", (SpikyGAN,), {"spike_at": tuple(spike_at), "seen": set()})
+
+
+def test_a_finite_loss_spike_that_lasts_rolls_back_and_a_blip_does_not(tmp_path):
+    """A watched loss 1000x its running mean for spike_patience (2) steps in a row (steps 6 and 7,
+    0-based) is divergence although finite: back to the step-4 checkpoint with halved learning
+    rates, bit for bit like a clean run halved there. One spiking step alone changes nothing."""
+    cfg = tiny_config(tmp_path / "run", steps=10, ckpt_every=4, log_every=1, spike_factor=10, spike_patience=2,
+                      spike_warmup=3)
+    with pytest.warns(DivergenceWarning, match=r"loss_d .* above 10 x its running mean .* for 2 steps, at step 8"):
+        result = train(cfg, dataset=ColourSquares(n=40), encoder=HashEncoder(), family=spiky([6, 7]))
+    reference = train(cfg.replace(out=str(tmp_path / "ref")), dataset=ColourSquares(n=40), encoder=HashEncoder(),
+                      family=type("Halved", (HalvedAt,), {"at": 4}))
+    assert result.step == 10
+    assert_identical(all_state(reference), all_state(result))
+    records = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["to_step"]) for r in records if r["kind"] == "rollback"] == [(7, 4)]
+    state = ckpt.load_training_state(tmp_path / "run" / "checkpoints" / "step-0000008")
+    assert state["divergence"]["lr_scale"] == 0.5 and state["divergence"]["loss_watch"]["n"] == 8
+
+    blip = cfg.replace(out=str(tmp_path / "blip"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DivergenceWarning)
+        result = train(blip, dataset=ColourSquares(n=40), encoder=HashEncoder(), family=spiky([6]))
+    clean = train(blip.replace(out=str(tmp_path / "clean")), dataset=ColourSquares(n=40), encoder=HashEncoder(),
+                  family=spiky([]))
+    assert_identical(all_state(clean), all_state(result))
+    assert not any(json.loads(x)["kind"] == "rollback" for x in (tmp_path / "blip" / "log.jsonl").read_text().splitlines())
+
+
+def test_loss_spike_guard_judges_against_the_healthy_mean():
+    """The guard's running mean is a bias-corrected EMA of the non-spiking values (checked against a
+    direct computation); nothing is judged during the warm-up."""
+    guard = loop.LossSpikeGuard(factor=10, patience=3, warmup=4)
+    values = [5.0, 4.0, 3.0, 2.0, 2.5, 1000.0, 1000.0, 2.0]
+    verdicts = [guard.spiking(v) for v in values]
+    assert verdicts == [False] * 8  # two spiking steps < patience 3; the third value resets the run
+    kept = [5.0, 4.0, 3.0, 2.0, 2.5, 2.0]
+    weights = [0.01 * 0.99 ** (len(kept) - 1 - i) for i in range(len(kept))]
+    assert guard.mean() == pytest.approx(sum(w * v for w, v in zip(weights, kept)) / sum(weights), rel=1e-12)
+    assert [guard.spiking(v) for v in (500.0, 500.0, 500.0)] == [False, False, True]
+    early = loop.LossSpikeGuard(factor=10, patience=1, warmup=4)
+    assert [early.spiking(v) for v in (1.0, 1e6, 1.0)] == [False, False, False]  # warm-up: not judged
+    with pytest.raises(ValueError, match="spike_factor"):
+        TrainConfig(spike_factor=0.5)
+
+
 # --- disk full, unwritable folders ----------------------------------------------------------------
 
 def test_disk_full_mid_checkpoint_keeps_the_previous_one_loadable(tmp_path, monkeypatch):

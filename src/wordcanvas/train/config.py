@@ -46,6 +46,10 @@ class TrainConfig:
                                           # with a lower learning rate, or "raise" FloatingPointError at once
     nan_lr_factor: float = 0.5            # each rollback multiplies every learning rate by this
     max_rollbacks: int = 3                # rollbacks allowed over the whole run; one more divergence raises
+    spike_factor: float = 10.0            # finite divergence: the family's watched loss above this x its running
+                                          # mean for spike_patience steps in a row rolls back too (0 = off)
+    spike_patience: int = 5               # consecutive spiking steps that count as divergence
+    spike_warmup: int = 100               # steps of running mean before spikes are judged
     data_options: dict = field(default_factory=dict)  # extra keywords for the dataset constructor
     model: dict = field(default_factory=dict)         # family settings (e.g. train.gan_step.GANSettings fields)
 
@@ -66,6 +70,11 @@ class TrainConfig:
             raise ValueError(f"nan_lr_factor must be in (0, 1], got {self.nan_lr_factor}")
         if self.max_rollbacks < 0:
             raise ValueError(f"max_rollbacks must be >= 0, got {self.max_rollbacks}")
+        if self.spike_factor != 0 and self.spike_factor <= 1:
+            raise ValueError(f"spike_factor must be 0 (off) or > 1, got {self.spike_factor}")
+        if self.spike_patience < 1 or self.spike_warmup < 1:
+            raise ValueError(f"spike_patience and spike_warmup must be >= 1, got {self.spike_patience}, "
+                             f"{self.spike_warmup}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

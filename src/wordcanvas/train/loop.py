@@ -37,6 +37,10 @@ checkpoint write (disk full) raises CheckpointWriteError and leaves the previous
 Divergence guard: every step's losses are checked (one reduction), weights before each
 checkpoint; a non-finite value rolls the run back to the last good checkpoint (or the start)
 with the learning rates x nan_lr_factor, at most max_rollbacks times (nan_policy "raise": stop).
+Divergence can also stay finite (a likelihood model's loss jumping a thousandfold): a family that
+names a `watch_loss` (VAE: the negative ELBO; SR: L1; not the GANs, whose adversarial losses swing
+by design) has it compared with its running mean, and spike_patience steps in a row above
+spike_factor x that mean count as divergence too (LossSpikeGuard).
 """
 from __future__ import annotations
 
@@ -401,6 +405,40 @@ def losses_finite(stats: dict[str, torch.Tensor]) -> bool:
     return bool(torch.stack([v.detach().float().sum() for v in stats.values()]).sum().isfinite())
 
 
+class LossSpikeGuard:
+    """Finite divergence of a loss that should fall or hold: `patience` steps in a row above `factor` x
+    its running mean (an EMA, decay 0.99, bias-corrected; judged after `warmup` steps). Spiking values
+    stay out of the mean, so a long spike is still measured against the healthy level. Its state
+    travels in the checkpoint's divergence record, so a resumed run judges as an uninterrupted one."""
+
+    decay = 0.99
+
+    def __init__(self, factor: float, patience: int, warmup: int, state: dict | None = None):
+        self.factor, self.patience, self.warmup = factor, patience, warmup
+        self.load(state)
+
+    def load(self, state: dict | None) -> None:
+        state = state or {}
+        self.ema, self.n, self.run = float(state.get("ema", 0.0)), int(state.get("n", 0)), 0
+
+    def state(self) -> dict:
+        return {"ema": self.ema, "n": self.n}
+
+    def mean(self) -> float:
+        return self.ema / (1 - self.decay ** self.n) if self.n else float("nan")
+
+    def spiking(self, value: float) -> bool:
+        """Feed one step's value; True when the spike has lasted `patience` steps."""
+        mean = self.mean()
+        if self.n >= self.warmup and mean > 0 and value > self.factor * mean:
+            self.run += 1
+            return self.run >= self.patience
+        self.run = 0
+        self.ema = self.decay * self.ema + (1 - self.decay) * value
+        self.n += 1
+        return False
+
+
 def weights_finite(fam) -> bool:
     return all(bool(t.isfinite().all()) for m in fam.modules.values() for t in m.parameters())
 
@@ -558,6 +596,9 @@ def train(cfg: TrainConfig, *, dataset=None, encoder=None, evaluator: Evaluator 
             print(f"resuming {run_dir} from {folder.name} (step {start_step})", file=sys.stderr)
     if dist.main:
         _trim_log(run_dir / "log.jsonl", start_step)
+    watch = getattr(fam, "watch_loss", None) if cfg.spike_factor else None
+    spikes = LossSpikeGuard(cfg.spike_factor, cfg.spike_patience, cfg.spike_warmup,
+                            divergence.get("loss_watch")) if watch else None
     # Restore point for a divergence before the first checkpoint of this run (afterwards: on disk).
     snapshot = (_snapshot(fam, start_step, images_seen, train_time, best, divergence)
                 if found is None and cfg.nan_policy == "rollback" else None)
@@ -625,6 +666,9 @@ def train(cfg: TrainConfig, *, dataset=None, encoder=None, evaluator: Evaluator 
             for group in opt.param_groups:
                 group["lr"] *= scale / saved_scale
         divergence.update(rollbacks=divergence["rollbacks"] + 1, lr_scale=scale)
+        if spikes is not None:
+            spikes.load(state.get("divergence", {}).get("loss_watch"))
+            divergence["loss_watch"] = spikes.state()
         images_seen, train_time = int(state["images_seen"]), float(state.get("train_time_s", 0.0))
         best = dict(state.get("best", {}))
         if dist.main:
@@ -662,8 +706,19 @@ def train(cfg: TrainConfig, *, dataset=None, encoder=None, evaluator: Evaluator 
                 t_step = time.time()
                 stats = fam.step(batch, step)
                 # divergence guard: one cheap check per step, agreed by every rank before anything is kept
-                if dist.any(not losses_finite(stats)):
-                    diverged = f"non-finite loss at step {step + 1}"
+                finite = losses_finite(stats)
+                spiking = False
+                if finite and spikes is not None and watch in stats:
+                    spiking = spikes.spiking(float(stats[watch]))
+                    divergence["loss_watch"] = spikes.state()
+                if dist.any(not finite or spiking):
+                    if not finite:
+                        diverged = f"non-finite loss at step {step + 1}"
+                    elif spiking:
+                        diverged = (f"{watch} {float(stats[watch]):.4g} above {cfg.spike_factor:g} x its running "
+                                    f"mean {spikes.mean():.4g} for {cfg.spike_patience} steps, at step {step + 1}")
+                    else:
+                        diverged = f"divergence on another process at step {step + 1}"
                     break
                 # ema
                 for live, ema in fam.ema_pairs:

@@ -109,6 +109,7 @@ def relativistic_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, real
 
 class SRFamily:
     name = "sr"
+    watch_loss = "l1"  # the loop's finite-divergence guard watches it (loop.LossSpikeGuard)
     uses_text = False
     defaults = {"lr": {"fast": 1e-3, "quality": 4e-4, "gan": 1e-4}, "lr_d": 1e-4, "betas": (0.9, 0.99)}
 

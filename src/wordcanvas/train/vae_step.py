@@ -49,6 +49,7 @@ class VAESettings:
 
 class VAEFamily:
     name = "vae"
+    watch_loss = "loss_nelbo"  # the loop's finite-divergence guard watches it (loop.LossSpikeGuard)
     uses_text = True
     defaults = {"lr": 1e-3, "lr_d": 4e-4, "betas": (0.9, 0.999)}
 
