@@ -41,6 +41,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--n", type=int, help="number of edits (default 600)")
     p.add_argument("--gan-steps", dest="gan_steps", type=int, help="GAN inversion steps (default 300)")
     p.add_argument("--lpips-weight", dest="lpips_weight", type=float, default=1.0)
+    p.add_argument("--gan-offset-weights", dest="gan_offset_weights", default="",
+                   help="comma list: also run GAN inversion that fits a pooled-embedding offset with this L2 weight "
+                        "(one method 'gan+offset(w)' per value; wordcanvas.edit module doc)")
+    p.add_argument("--strengths", default="1",
+                   help="comma list of edit strengths (Editor.edit): each value above 1 adds a row per GAN method")
+    p.add_argument("--no-plain-gan", dest="plain_gan", action="store_false",
+                   help="with --gan-offset-weights: skip the z-only inversion")
     p.add_argument("--mention", choices=("edited", "all"), default="edited",
                    help="captions state the edited attribute with gender and age (like training captions, 2-5 "
                         "facts; the latent keeps the rest) or every attribute present")
@@ -171,14 +178,27 @@ def main(argv=None) -> int:
     if args.smoke:
         args.vae, args.gan = (str(p) for p in smoke_models(ROOT / "runs" / "edit_smoke", args.threads))
     probe, lpips = load_probe("toy-faces"), LPIPS("alex")
-    methods = {name: Editor.from_pretrained(path, dataset="toy-faces")
+    methods = {name: (Editor.from_pretrained(path, dataset="toy-faces"), {})
                for name, path in (("vae", args.vae), ("gan", args.gan)) if path}
+    offset_weights = [float(w) for w in args.gan_offset_weights.split(",") if w.strip()]
+    if args.gan and offset_weights:
+        gan_editor = methods["gan"][0]
+        for w in offset_weights:
+            methods[f"gan+offset({w:g})"] = (gan_editor, {"offset_weight": w})
+        if not args.plain_gan:
+            del methods["gan"]
+    strengths = [float(a) for a in args.strengths.split(",") if a.strip()]
+    for name in [m for m in methods if m.startswith("gan")]:
+        editor, extra = methods.pop(name)
+        for a in strengths:
+            methods[name if a == 1 else f"{name}, strength {a:g}"] = (editor, {**extra, "strength": a})
     results = {"command": command_line(), "machine": machine_info(threads=args.threads),
                "settings": {"n": args.n, "gan_steps": args.gan_steps, "lpips_weight": args.lpips_weight,
-                            "mention": args.mention,
+                            "mention": args.mention, "gan_offset_weights": offset_weights,
+                            "strengths": strengths,
                             "seed": args.seed, "models": {"vae": args.vae, "gan": args.gan}}, "methods": {}}
     examples = []
-    for name, editor in methods.items():
+    for name, (editor, extra) in methods.items():
         faces, edits = plan_edits(args.n, args.seed, editor.resolution, args.mention)
         start = time.time()
         outs, sources = [], []
@@ -186,7 +206,7 @@ def main(argv=None) -> int:
             chunk = edits[lo:lo + args.batch]
             x = torch.stack([faces.image(e["index"]) for e in chunk])
             y = editor.edit(x, [e["target_caption"] for e in chunk], [e["source_caption"] for e in chunk],
-                            steps=args.gan_steps, seed=args.seed, lpips_weight=args.lpips_weight)
+                            steps=args.gan_steps, seed=args.seed, lpips_weight=args.lpips_weight, **extra)
             sources.append(x)
             outs.append(y.cpu())
         x, y = torch.cat(sources), torch.cat(outs)
@@ -213,7 +233,8 @@ def main(argv=None) -> int:
             markdown_table(rows, cols), "", markdown_table(per_rows, per_cols), "",
             "Success: the probe reads the edited attribute's new value. Preservation: other attributes' probe "
             "readings unchanged from the source image. Targets: success >= 0.85, preservation >= 0.90 "
-            "(better method).", ""]
+            "(better method). gan+offset(w): the inversion also fits an offset to the source caption's pooled "
+            "embedding (L2 weight w) and adds it to the target caption's.", ""]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "README.md").write_text("\n".join(text))
     if examples:

@@ -131,6 +131,31 @@ def test_gan_inversion_recovers_a_generated_image(gan_editor):
     assert other.shape == targets.shape and not torch.allclose(other, same)
 
 
+def test_gan_inversion_with_a_caption_offset(gan_editor, vae_editor, held_out):
+    """Images drawn under one caption but inverted under another: z alone cannot undo the caption,
+    a fitted pooled-embedding offset can (lower error at equal steps). The edit regenerates with the
+    target caption's embedding plus that same offset."""
+    G = gan_editor.model
+    drawn, told = ["a red square", "a blue block", "a small green box"], ["a yellow disc", "a tall tower", "a cat"]
+    with torch.no_grad():
+        targets = G(G.sample_noise(3, torch.Generator().manual_seed(21)), HashEncoder().encode(drawn))
+    common = dict(steps=60, lr=0.05, candidates=4, seed=0)
+    z_only = gan_editor.invert(targets, told, **common)
+    z, offset = gan_editor.invert(targets, told, offset_weight=1e-3, **common)
+    assert z.shape == (3, 8) and offset.shape == (3, 16)
+    told_text = HashEncoder().encode(told)
+    with torch.no_grad():
+        err_z = (G(z_only, told_text) - targets).square().mean()
+        err_offset = (G(z, Editor._shifted(told_text, offset)) - targets).square().mean()
+    assert err_offset < 0.5 * err_z, (float(err_offset), float(err_z))
+    edited = gan_editor.edit(targets, "a purple square", source=told, offset_weight=1e-3, **common)
+    with torch.no_grad():
+        expected = G(z, Editor._shifted(HashEncoder().encode(["a purple square"] * 3), offset))
+    torch.testing.assert_close(edited, expected, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="offset_weight"):
+        vae_editor.edit(held_out[0][:2], "a dress", source="a shirt", offset_weight=0.1)
+
+
 def test_interpolation_between_prompts_and_images(vae_editor, held_out):
     images, _, captions = held_out
     frames = vae_editor.interpolate("sneaker", "dress", steps=5, seed=3)

@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -300,7 +301,7 @@ def test_resume_is_bit_identical(tmp_path):
 
 # --- command line ------------------------------------------------------------------------------
 
-def test_cli_train_vae_generate_and_reconstruct(tmp_path, monkeypatch):
+def test_cli_train_vae_generate_and_reconstruct(tmp_path, monkeypatch, capsys):
     from wordcanvas.cli import main
     from wordcanvas.utils.io import tensor_to_pil
 
@@ -340,3 +341,11 @@ def test_cli_train_vae_generate_and_reconstruct(tmp_path, monkeypatch):
     assert main(["edit", str(folder / "00.png"), "--text", "a bag", "--source-caption", data.captions(0)[0],
                  "--model", str(run), "--out", str(edited)]) == 0
     assert Image.open(edited).size == (16, 16)
+    stronger = tmp_path / "edit-strong.png"
+    assert main(["edit", str(folder / "00.png"), "--text", "a bag", "--source-caption", data.captions(0)[0],
+                 "--strength", "2", "--model", str(run), "--out", str(stronger)]) == 0
+    assert np.asarray(Image.open(stronger)).tolist() != np.asarray(Image.open(edited)).tolist()  # the scale is used
+    assert main(["edit", str(folder / "00.png"), "--text", "a bag", "--source-caption", data.captions(0)[0],
+                 "--offset-weight", "0.1", "--model", str(run), "--out", str(tmp_path / "no.png")]) != 0
+    assert "offset_weight is a GAN-inversion setting" in capsys.readouterr().err
+    assert not (tmp_path / "no.png").exists()

@@ -8,7 +8,11 @@ VAE: encode the image with its caption, z = E[q(z | x, source)], decode z with t
 (the latent keeps what the caption does not say: pose, lighting, clothing...).
 GAN: invert the image into the generator's latent under the source caption (Adam on z with a pixel
 + LPIPS loss for a few hundred steps, from the best of several random starts), then regenerate
-with the edited caption.
+with the edited caption. With `offset_weight` the inversion also fits an offset to the caption's
+pooled embedding (L2-penalised by that weight), which holds what neither z nor the caption can
+(attributes the caption leaves out, the exact look); the edit then adds the same offset to the
+target caption's embedding, so only the caption's change moves the image (an edit direction in
+text-embedding space, as null-text inversion fits the conditioning rather than the noise alone).
 
 Without a source caption the editor predicts one with the dataset's probe classifiers and caption
 grammar (built-in datasets only: the dataset is read from the run's config.json or given).
@@ -177,10 +181,11 @@ class Editor:
         return loss
 
     def invert(self, images: torch.Tensor, captions: str | list[str], steps: int = 300, lr: float = 0.05,
-               lpips_weight: float = 1.0, candidates: int = 16, seed: int = 0, prior_weight: float = 1e-3
-               ) -> torch.Tensor:
+               lpips_weight: float = 1.0, candidates: int = 16, seed: int = 0, prior_weight: float = 1e-3,
+               offset_weight: float | None = None) -> torch.Tensor:
         """GAN latents (N, z_dim) whose images under `captions` match `images`: the best of `candidates`
-        random starts, then Adam on z for `steps` steps (pixel MSE + LPIPS, a weak pull to the prior)."""
+        random starts, then Adam on z for `steps` steps (pixel MSE + LPIPS, a weak pull to the prior).
+        With `offset_weight`, returns (latents, pooled-embedding offsets) fitted together (module doc)."""
         if self.family != "gan":
             raise ValueError("invert needs a GAN; a VAE encodes with encode()")
         G, images = self.model, self._check(images)
@@ -191,39 +196,66 @@ class Editor:
             losses = torch.stack([self._inversion_loss(G(z, text), images, lpips_weight) for z in starts])
             z = starts[losses.argmin(0), torch.arange(n)].clone()
         z.requires_grad_(True)
-        opt = torch.optim.Adam([z], lr=lr)
+        groups = [{"params": [z], "lr": lr}]
+        offset = None
+        if offset_weight is not None:
+            if offset_weight < 0:
+                raise ValueError(f"offset_weight must be >= 0, got {offset_weight}")
+            # the pooled embedding has unit scale (z: one per dimension): a smaller step for it
+            offset = torch.zeros_like(text.pooled, requires_grad=True)
+            groups.append({"params": [offset], "lr": lr * 0.1})
+        opt = torch.optim.Adam(groups)
         for _ in range(steps):
-            loss = self._inversion_loss(G(z, text), images, lpips_weight) + prior_weight * z.square().mean(1)
+            shifted = text if offset is None else self._shifted(text, offset)
+            loss = self._inversion_loss(G(z, shifted), images, lpips_weight) + prior_weight * z.square().mean(1)
+            if offset is not None:
+                loss = loss + offset_weight * offset.square().sum(1)
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()  # per-image losses: each latent gets its own gradient
             opt.step()
-        return z.detach()
+        return z.detach() if offset is None else (z.detach(), offset.detach())
+
+    @staticmethod
+    def _shifted(text: TextEmbedding, offset: torch.Tensor | None) -> TextEmbedding:
+        return text if offset is None else TextEmbedding(text.tokens, text.mask, text.pooled + offset)
 
     # --- the public verbs ----------------------------------------------------------------------
     def latents(self, images: torch.Tensor, captions: list[str], steps: int = 300, seed: int = 0, **inversion
                 ) -> torch.Tensor:
+        """VAE: posterior means in noise coordinates; GAN: inverted latents (with `offset_weight`, a
+        (latents, pooled-embedding offsets) pair)."""
         if self.family == "vae":
+            if inversion.get("offset_weight") is not None:
+                raise ValueError("offset_weight is a GAN-inversion setting; a VAE encodes its images")
             return self.encode(images, captions)
         return self.invert(images, captions, steps=steps, seed=seed, **inversion)
+
+    def _regenerate(self, latents, captions: str | list[str], n: int, source: list[str] | None = None,
+                    strength: float = 1.0) -> torch.Tensor:
+        z, offset = latents if isinstance(latents, tuple) else (latents, None)
+        text = self._texts(captions, n)
+        if strength != 1.0:  # pooled: source + strength x (target - source); the tokens are the target's
+            base = self._texts(source, n).pooled
+            text = TextEmbedding(text.tokens, text.mask, base + strength * (text.pooled - base))
+        with torch.no_grad():
+            return self.model(z, self._shifted(text, offset)).float()
 
     def reconstruct(self, images: torch.Tensor, captions: str | list[str] | None = None, steps: int = 300,
                     seed: int = 0, **inversion) -> torch.Tensor:
         """The model's version of the images under their captions (VAE: posterior mean decoded;
         GAN: inverted latent regenerated)."""
         captions = self.source_captions(self._check(images), captions, seed)
-        z = self.latents(images, captions, steps, seed, **inversion)
-        with torch.no_grad():
-            return self.model(z, self._texts(captions, len(images))).float()
+        return self._regenerate(self.latents(images, captions, steps, seed, **inversion), captions, len(images))
 
     def edit(self, images: torch.Tensor, target: str | list[str], source: str | list[str] | None = None,
-             steps: int = 300, seed: int = 0, **inversion) -> torch.Tensor:
+             steps: int = 300, seed: int = 0, strength: float = 1.0, **inversion) -> torch.Tensor:
         """Images changed to match `target` caption(s): latents under the source caption(s), decoded
-        with the target. Deterministic for given inputs and seed."""
+        with the target. `strength` scales the caption change in pooled-embedding space (1: the
+        target's embedding; above 1: the change pushed further). Deterministic for given inputs and seed."""
         images = self._check(images)
         source = self.source_captions(images, source, seed)
-        z = self.latents(images, source, steps, seed, **inversion)
-        with torch.no_grad():
-            return self.model(z, self._texts(target, len(images))).float()
+        latents = self.latents(images, source, steps, seed, **inversion)
+        return self._regenerate(latents, target, len(images), source, strength)
 
     @torch.no_grad()
     def interpolate(self, prompt_a: str, prompt_b: str, steps: int = 8, seed: int = 0,

@@ -11,6 +11,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=300, help="GAN inversion steps (unused by a VAE)")
     p.add_argument("--lpips-weight", dest="lpips_weight", type=float, default=1.0,
                    help="GAN inversion: weight of LPIPS next to pixel MSE")
+    p.add_argument("--offset-weight", dest="offset_weight", type=float,
+                   help="GAN inversion: also fit an offset to the caption's embedding, L2-penalised by this weight "
+                        "(keeps more of the image; e.g. 0.1)")
     p.add_argument("--seed", type=int, default=0, help="GAN inversion starts / caption phrasing")
     p.add_argument("--dataset", help="dataset the model was trained on, for predicting a missing source caption "
                                      "(default: read from the run's config.json)")
@@ -29,6 +32,8 @@ def add_edit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text", required=True, help="the edited caption: what the image should show")
     p.add_argument("--source-caption", dest="source_caption",
                    help="what the image shows now (default: predicted with the dataset's probes)")
+    p.add_argument("--strength", type=float, default=1.0,
+                   help="scale of the caption change in embedding space (above 1: a stronger edit)")
 
 
 def _setup(args):
@@ -41,6 +46,13 @@ def _setup(args):
     editor = Editor.from_pretrained(args.model, device=args.device, dataset=args.dataset)
     image = load_image(args.image, editor.channels, editor.resolution).to(args.device)
     return editor, image
+
+
+def _inversion(args) -> dict:
+    extra = {"lpips_weight": args.lpips_weight}
+    if args.offset_weight is not None:
+        extra["offset_weight"] = args.offset_weight
+    return extra
 
 
 def _save(args, image, result, info: dict) -> None:
@@ -61,7 +73,7 @@ def _save(args, image, result, info: dict) -> None:
 def run_reconstruct(args: argparse.Namespace) -> int:
     editor, image = _setup(args)
     caption = editor.source_captions(image, args.caption, args.seed)[0]
-    result = editor.reconstruct(image, caption, steps=args.steps, seed=args.seed, lpips_weight=args.lpips_weight)
+    result = editor.reconstruct(image, caption, steps=args.steps, seed=args.seed, **_inversion(args))
     _save(args, image, result, {"caption": caption, "model": str(args.model), "source": str(args.image)})
     return 0
 
@@ -69,7 +81,8 @@ def run_reconstruct(args: argparse.Namespace) -> int:
 def run_edit(args: argparse.Namespace) -> int:
     editor, image = _setup(args)
     source = editor.source_captions(image, args.source_caption, args.seed)[0]
-    result = editor.edit(image, args.text, source, steps=args.steps, seed=args.seed, lpips_weight=args.lpips_weight)
+    result = editor.edit(image, args.text, source, steps=args.steps, seed=args.seed, strength=args.strength,
+                         **_inversion(args))
     _save(args, image, result, {"prompt": args.text, "source_caption": source, "model": str(args.model),
                                 "source": str(args.image)})
     return 0
