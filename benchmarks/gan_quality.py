@@ -318,7 +318,31 @@ def attribute_rows(results: dict) -> list[dict]:
     return rows
 
 
+def captioned_mnist_lines(results: dict) -> list[str]:
+    """The issue's captioned-MNIST target: digit identity and position accuracy >= 80%, read as the
+    probe finding the named digits (digit1/2) and each named digit in its named cell (placed1/2)."""
+    lines = ["Target (captioned MNIST): digit identity and position accuracy >= 80%, read at the last mark as the "
+             "mean of digit1/digit2 (the named digits are drawn) and of placed1/placed2 (each named digit sits in "
+             "its named cell; `pos` alone only asks for ink there)."]
+    for name, model in ordered(results):
+        per = model["marks"][-1]["eval"]["main"]["probe"]["per_attribute"]
+
+        def mean(keys):
+            hits = sum(per[k]["accuracy"] * per[k]["count"] for k in keys if k in per)
+            count = sum(per[k]["count"] for k in keys if k in per)
+            return hits / count if count else float("nan")
+
+        digit, placed = mean(("digit1", "digit2")), mean(("placed1", "placed2"))
+        met = digit >= 0.8 and placed >= 0.8
+        lines.append(f"- {name} ({model['marks'][-1]['minutes']:g} min): digits {digit:.1%}, placed {placed:.1%}"
+                     + (f", relation {per['relation']['accuracy']:.1%}" if "relation" in per else "")
+                     + f" -> {'met' if met else 'not met'}")
+    return lines
+
+
 def target_lines(results: dict) -> list[str]:
+    if results["settings"]["data"] == "captioned-mnist":
+        return captioned_mnist_lines(results)
     target = TARGETS.get(results["settings"]["data"])
     if not target:
         return []

@@ -99,14 +99,18 @@ def test_judge_cells_checks_binding_count_and_relation():
     grid[0], grid[5] = 3, 5  # a 3 top left, a 5 on the right: the 3 is above-left of the 5
     above_left, right = RELATION_NAMES.index("above left"), RELATION_NAMES.index("right")
     cases = [  # (labels, expected per-attribute verdicts, all correct)
-        ({"digit1": 3, "pos1": 0, "digit2": 5, "pos2": 5}, dict(digit1=1, digit2=1, pos1=1, pos2=1, count=1), True),
-        ({"digit1": 5, "pos1": 5, "digit2": 3, "pos2": 0}, dict(digit1=1, digit2=1, pos1=1, pos2=1, count=1), True),
-        ({"digit1": 3, "pos1": 5, "digit2": 5, "pos2": 0}, dict(digit1=1, digit2=1, pos1=1, pos2=1, count=1), False),
+        ({"digit1": 3, "pos1": 0, "digit2": 5, "pos2": 5},
+         dict(digit1=1, digit2=1, pos1=1, pos2=1, placed1=1, placed2=1, count=1), True),
+        ({"digit1": 5, "pos1": 5, "digit2": 3, "pos2": 0},
+         dict(digit1=1, digit2=1, pos1=1, pos2=1, placed1=1, placed2=1, count=1), True),
+        ({"digit1": 3, "pos1": 5, "digit2": 5, "pos2": 0},  # both cells inked, digits swapped: not placed
+         dict(digit1=1, digit2=1, pos1=1, pos2=1, placed1=0, placed2=0, count=1), False),
         ({"digit1": 3, "digit2": 5, "relation": above_left}, dict(digit1=1, digit2=1, count=1, relation=1), True),
         ({"digit1": 3, "digit2": 5, "relation": right}, dict(digit1=1, digit2=1, count=1, relation=0), False),
-        ({"digit1": 3, "pos1": 0, "digit2": -1, "pos2": -1}, dict(digit1=1, pos1=1, count=0), False),
-        ({"digit1": 3, "pos1": 0, "digit2": 3, "pos2": 5}, dict(digit1=1, digit2=0, pos1=1, pos2=1, count=1), False),
-        ({"digit1": 7, "pos1": 4, "digit2": -1, "pos2": -1}, dict(digit1=0, pos1=0, count=0), False),
+        ({"digit1": 3, "pos1": 0, "digit2": -1, "pos2": -1}, dict(digit1=1, pos1=1, placed1=1, count=0), False),
+        ({"digit1": 3, "pos1": 0, "digit2": 3, "pos2": 5},
+         dict(digit1=1, digit2=0, pos1=1, pos2=1, placed1=1, placed2=0, count=1), False),
+        ({"digit1": 7, "pos1": 4, "digit2": -1, "pos2": -1}, dict(digit1=0, pos1=0, placed1=0, count=0), False),
     ]
     for labels, verdicts, ok in cases:
         got, all_ok = judge_cells(grid, labels)

@@ -299,6 +299,36 @@ def test_resume_is_bit_identical(tmp_path):
     assert all("adversarial" in r and "perceptual" in r for r in records)
 
 
+def test_vae_gan_prior_term_reaches_the_prior(tmp_path):
+    """With adversarial_prior the decoder's adversarial term also judges prior samples, so its
+    gradient reaches the text prior network; judging reconstructions alone, it cannot."""
+    from wordcanvas.train.gan_step import batch_random
+    from wordcanvas.train.loop import Dist
+    from wordcanvas.train.vae_step import VAEFamily
+
+    data = fashion16(16)
+    batch = [data[i] for i in range(8)]
+    images, captions = torch.stack([b["image"] for b in batch]), [b["caption"] for b in batch]
+    grads = {}
+    for prior_term in (True, False):
+        model = {"model": {"nf": 8, "max_channels": 16, "z_dim": 8, "cond_dim": 8, "attn_resolutions": []},
+                 "adversarial_weight": 0.1, "adversarial_prior": prior_term,
+                 "discriminator": {"ndf": 8, "max_channels": 16, "cond_dim": 8}}
+        torch.manual_seed(0)
+        fam = VAEFamily(vae_config(tmp_path / str(prior_term), model=model), data, HashEncoder(), torch.device("cpu"),
+                        Dist())
+        for p in fam.vae.prior_net.parameters():  # the prior starts as N(0, I) (zero last layer): wake it
+            torch.nn.init.normal_(p, std=0.1)
+        text = HashEncoder().encode(captions)
+        mean, _ = fam.vae.encode(images, text)
+        recon = fam.vae.decode(mean, text)
+        term = fam._adversarial(images, recon, text, batch_random(0, 0, fam.dist, torch.device("cpu")), {})
+        fam.vae.zero_grad(set_to_none=True)
+        term.backward()
+        grads[prior_term] = sum(float(p.grad.abs().sum()) for p in fam.vae.prior_net.parameters() if p.grad is not None)
+    assert grads[True] > 0 and grads[False] == 0
+
+
 # --- command line ------------------------------------------------------------------------------
 
 def test_cli_train_vae_generate_and_reconstruct(tmp_path, monkeypatch, capsys):

@@ -13,7 +13,8 @@ Two ways of reading a prediction against a prompt (`ProbeConfig.scheme`):
   3x3 layout grid with 11 classes (digit 0-9, or EMPTY) and the prompt is checked against the
   predicted scene {(cell, digit)}:
     digit1 / digit2: the named digit is drawn somewhere (twice when both name the same digit);
-    pos1 / pos2:     the named cell holds a digit;
+    pos1 / pos2:     the named cell holds a digit (lenient: a picture with ink in every cell passes);
+    placed1 / placed2: the named cell holds the named digit (identity and position together);
     count:           as many digits are drawn as the prompt names (1 or 2);
     relation:        the two named digits are drawn in cells with that relation;
   and "all correct" means the predicted scene is one the prompt allows (each named digit in its
@@ -196,9 +197,11 @@ def judge_cells(grid: list[int], labels: dict[str, int]) -> tuple[dict[str, bool
         out["count"] = sum(drawn.values()) == 1 + (b >= 0)
     if b >= 0:
         out["digit2"] = drawn[b] >= 1 + (a == b)
-    for p in ("pos1", "pos2"):
+    for k, (d, p) in enumerate((("digit1", "pos1"), ("digit2", "pos2")), start=1):
         if labels.get(p, -1) >= 0:
             out[p] = grid[labels[p]] != EMPTY
+            if labels.get(d, -1) >= 0:
+                out[f"placed{k}"] = grid[labels[p]] == labels[d]
     r = labels.get("relation", -1)
     if r >= 0 and a >= 0 and b >= 0:
         out["relation"] = any(grid[x] == a and grid[y] == b and relation(x, y) == r

@@ -8,7 +8,8 @@ caption says, since an expensive latent cannot carry it), and free bits applied 
 dimension to the batch-mean KL (Kingma et al. 2016), so no dimension is pushed below `free_bits`
 nats. Off by default, optional:
 a VGG16 perceptual term on the decoded means and an adversarial term (VAE-GAN: a text-matching
-discriminator, hinge loss, sees real images, reconstructions and prior samples).
+discriminator, hinge loss, sees real images, reconstructions and prior samples; the decoder's
+term covers reconstructions and, by default, prior samples, as in Larsen et al. 2016).
 """
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ class VAESettings:
     perceptual_weight: float = 0.0              # VGG16 feature-matching term on decoded means; 0 = off
     perceptual_layers: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_3")
     adversarial_weight: float = 0.0             # VAE-GAN term for the decoder; 0 = off (no discriminator)
+    adversarial_prior: bool = True              # VAE-GAN: the decoder's term also covers prior samples, not only
+                                                # reconstructions (the samples users draw)
     discriminator: dict = field(default_factory=dict)  # DiscriminatorConfig fields for the VAE-GAN
 
     def __post_init__(self):
@@ -163,8 +166,10 @@ class VAEFamily:
         """Update D on (real, text) vs reconstructions and prior samples; return the decoder's term."""
         D, s = self.D, self.s
         pooled = text.pooled.detach()
+        frozen_text = TextEmbedding(text.tokens.detach(), text.mask, pooled)
+        noise = g.noise(self.vae, len(real))
         with torch.no_grad():
-            prior = self.vae(g.noise(self.vae, len(real)), TextEmbedding(text.tokens.detach(), text.mask, pooled))
+            prior = self.vae(noise, frozen_text)
         D.requires_grad_(True)
         u_real, m_real = D(real, pooled)
         u_rec, m_rec = D(recon.detach(), pooled)
@@ -179,6 +184,9 @@ class VAEFamily:
         D.requires_grad_(False)
         u, m = D(recon, pooled)
         adv = g_loss("hinge", m) + g_loss("hinge", u)
+        if s.adversarial_prior:  # Larsen et al.: the decoder (and the prior) also learn from D's view of prior samples
+            u, m = D(self.vae(noise, frozen_text), pooled)
+            adv = 0.5 * (adv + g_loss("hinge", m) + g_loss("hinge", u))
         stats.update(loss_d=loss_d.detach(), adversarial=adv.detach())
         return s.adversarial_weight * adv
 
