@@ -85,6 +85,26 @@ def test_tiled_equals_untiled(net):
     assert (seams - whole).abs().max() * 127.5 > 1.0
 
 
+def test_self_ensemble_is_equivariant_and_tiles():
+    """Averaging over the 8 symmetries of the square makes the upscaler commute with each of them
+    (the plain network does not), leaves an already-equivariant map unchanged, and still tiles."""
+    from wordcanvas.sr.upscale import self_ensemble
+
+    torch.manual_seed(0)
+    model = sr_preset("quality", 4).eval()
+    x = torch.rand(1, 3, 21, 30) * 2 - 1
+    plain, ens = Upscaler(model, 4, tile=0), Upscaler(model, 4, tile=0, ensemble=True)
+    turn = lambda t: torch.rot90(t, 1, (2, 3))  # noqa: E731
+    mirror = lambda t: t.flip(-1)  # noqa: E731
+    for g in (turn, mirror, lambda t: turn(mirror(t))):
+        assert (ens.upscale(g(x)) - g(ens.upscale(x))).abs().max() < 1e-5
+        assert (plain.upscale(g(x)) - g(plain.upscale(x))).abs().max() > 1e-3
+    nearest = lambda t: torch.nn.functional.interpolate(t, scale_factor=4, mode="nearest")  # noqa: E731
+    assert torch.allclose(self_ensemble(nearest, x), nearest(x), atol=1e-6)
+    tiled = Upscaler(model, 4, tile=12, overlap=8, ensemble=True).upscale(x)
+    assert (tiled - ens.upscale(x)).abs().max() * 127.5 < 1.0
+
+
 # --------------------------------------------------------------------------- colour, grey, alpha
 
 def test_colour_preserved(realesrgan):

@@ -79,6 +79,21 @@ def tiled_apply(fn, x: torch.Tensor, scale: int, tile: int, overlap: int, progre
     return out
 
 
+# --------------------------------------------------------------------------- self-ensemble
+
+def self_ensemble(fn, x: torch.Tensor) -> torch.Tensor:
+    """Mean of fn over the 8 symmetries of the square (4 rotations, with and without a horizontal
+    flip), each result turned back: EDSR's geometric self-ensemble."""
+    total = None
+    for flip in (False, True):
+        t = x.flip(-1) if flip else x
+        for k in range(4):
+            y = torch.rot90(fn(torch.rot90(t, k, (2, 3))), -k, (2, 3))
+            y = y.flip(-1) if flip else y
+            total = y if total is None else total + y
+    return total / 8
+
+
 # --------------------------------------------------------------------------- the API
 
 class Upscaler:
@@ -86,17 +101,19 @@ class Upscaler:
 
     Channels: 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA). Grey is run through an RGB network
     as three equal channels and averaged back, so grey in gives grey out; alpha is upscaled with
-    bicubic and reattached.
+    bicubic and reattached. `ensemble=True` is the self-ensemble of EDSR+: the network runs on the
+    8 flips / 90-degree rotations of the input and the results, turned back, are averaged (8x the
+    time, for a little more PSNR).
     """
 
     def __init__(self, model: nn.Module | None, scale: int = 4, *, tile: int = 256, overlap: int = 16,
                  device: str | torch.device = "cpu", max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "",
-                 progress: bool = False):
+                 progress: bool = False, ensemble: bool = False):
         self.model = model.eval().to(device) if model is not None else None
         if self.model is not None and torch.device(device).type == "cpu":
             # oneDNN runs channels-last convolutions ~2x faster on CPU; results are the same
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.scale, self.tile, self.overlap = scale, tile, overlap
+        self.scale, self.tile, self.overlap, self.ensemble = scale, tile, overlap, ensemble
         self.device, self.max_pixels, self.progress = torch.device(device), max_pixels, progress
         self.name = name or ("bicubic" if model is None else type(model).__name__)
         if model is not None:
@@ -170,7 +187,8 @@ class Upscaler:
         if grey and net_in == 3:
             x = x.expand(-1, 3, -1, -1)
         net_scale = int(self.model.scale)
-        run = lambda t: self.model(t.to(self.device)).float().cpu()  # noqa: E731
+        net = lambda t: self.model(t.to(self.device)).float().cpu()  # noqa: E731
+        run = (lambda t: self_ensemble(net, t)) if self.ensemble else net  # noqa: E731
         y = tiled_apply(run, x, net_scale, self.tile, self.overlap, self.progress).clamp(-1, 1)
         if net_scale != self.scale:  # e.g. Real-ESRGAN x4 asked for x2: downsample its result with antialiasing
             y = F.interpolate(y, size=(x.shape[2] * self.scale, x.shape[3] * self.scale), mode="bicubic",
@@ -195,4 +213,5 @@ class Upscaler:
         return self.upscale_pil(load_image(path, self.max_pixels))
 
     def __repr__(self) -> str:
-        return f"Upscaler({self.name!r}, scale={self.scale}, tile={self.tile}, overlap={self.overlap})"
+        return (f"Upscaler({self.name!r}, scale={self.scale}, tile={self.tile}, overlap={self.overlap}"
+                + (", ensemble=True)" if self.ensemble else ")"))
