@@ -40,7 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--gan", help="trained toy-faces text GAN (run or model folder)")
     p.add_argument("--n", type=int, help="number of edits (default 600)")
     p.add_argument("--gan-steps", dest="gan_steps", type=int, help="GAN inversion steps (default 300)")
-    p.add_argument("--lpips-weight", dest="lpips_weight", type=float, default=1.0)
+    p.add_argument("--lpips-weight", dest="lpips_weight", type=float, default=1.0, help="GAN inversion")
     p.add_argument("--gan-offset-weights", dest="gan_offset_weights", default="",
                    help="comma list: also run GAN inversion that fits a pooled-embedding offset with this L2 weight "
                         "(one method 'gan+offset(w)' per value; wordcanvas.edit module doc)")
@@ -178,8 +178,8 @@ def main(argv=None) -> int:
     if args.smoke:
         args.vae, args.gan = (str(p) for p in smoke_models(ROOT / "runs" / "edit_smoke", args.threads))
     probe, lpips = load_probe("toy-faces"), LPIPS("alex")
-    methods = {name: (Editor.from_pretrained(path, dataset="toy-faces"), {})
-               for name, path in (("vae", args.vae), ("gan", args.gan)) if path}
+    methods = {name: (Editor.from_pretrained(path, dataset="toy-faces"), {} if name == "vae" else {"offset_weight": None})
+               for name, path in (("vae", args.vae), ("gan", args.gan)) if path}  # "gan": the latent alone
     offset_weights = [float(w) for w in args.gan_offset_weights.split(",") if w.strip()]
     if args.gan and offset_weights:
         gan_editor = methods["gan"][0]
@@ -188,9 +188,9 @@ def main(argv=None) -> int:
         if not args.plain_gan:
             del methods["gan"]
     strengths = [float(a) for a in args.strengths.split(",") if a.strip()]
-    for name in [m for m in methods if m.startswith("gan")]:
+    for name in list(methods):
         editor, extra = methods.pop(name)
-        for a in strengths:
+        for a in (strengths if name.startswith("gan") else [1.0]):
             methods[name if a == 1 else f"{name}, strength {a:g}"] = (editor, {**extra, "strength": a})
     results = {"command": command_line(), "machine": machine_info(threads=args.threads),
                "settings": {"n": args.n, "gan_steps": args.gan_steps, "lpips_weight": args.lpips_weight,
@@ -205,8 +205,9 @@ def main(argv=None) -> int:
         for lo in tqdm(range(0, len(edits), args.batch), desc=f"edit {name}", disable=not args.progress):
             chunk = edits[lo:lo + args.batch]
             x = torch.stack([faces.image(e["index"]) for e in chunk])
+            weights = {} if name == "vae" else {"lpips_weight": args.lpips_weight}
             y = editor.edit(x, [e["target_caption"] for e in chunk], [e["source_caption"] for e in chunk],
-                            steps=args.gan_steps, seed=args.seed, lpips_weight=args.lpips_weight, **extra)
+                            steps=args.gan_steps, seed=args.seed, **weights, **extra)
             sources.append(x)
             outs.append(y.cpu())
         x, y = torch.cat(sources), torch.cat(outs)

@@ -148,10 +148,22 @@ def test_gan_inversion_with_a_caption_offset(gan_editor, vae_editor, held_out):
         err_z = (G(z_only, told_text) - targets).square().mean()
         err_offset = (G(z, Editor._shifted(told_text, offset)) - targets).square().mean()
     assert err_offset < 0.5 * err_z, (float(err_offset), float(err_z))
-    edited = gan_editor.edit(targets, "a purple square", source=told, offset_weight=1e-3, **common)
+    # the edit: target + offset at strength 1; at the GAN default (1.5) the caption change is pushed further
+    target_text = HashEncoder().encode(["a purple square"] * 3)
+    edited = gan_editor.edit(targets, "a purple square", source=told, offset_weight=1e-3, lpips_weight=1.0,
+                             strength=1, **common)
     with torch.no_grad():
-        expected = G(z, Editor._shifted(HashEncoder().encode(["a purple square"] * 3), offset))
+        expected = G(z, Editor._shifted(target_text, offset))
     torch.testing.assert_close(edited, expected, rtol=0, atol=1e-6)
+    from wordcanvas.edit import GAN_EDIT_DEFAULTS
+
+    z, offset = gan_editor.invert(targets, told, offset_weight=GAN_EDIT_DEFAULTS["offset_weight"],
+                                  lpips_weight=GAN_EDIT_DEFAULTS["lpips_weight"], **common)
+    pushed = told_text.pooled + 1.5 * (target_text.pooled - told_text.pooled) + offset
+    with torch.no_grad():
+        expected = G(z, type(target_text)(target_text.tokens, target_text.mask, pushed))
+    torch.testing.assert_close(gan_editor.edit(targets, "a purple square", source=told, **common), expected,
+                               rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="offset_weight"):
         vae_editor.edit(held_out[0][:2], "a dress", source="a shirt", offset_weight=0.1)
 

@@ -13,6 +13,8 @@ pooled embedding (L2-penalised by that weight), which holds what neither z nor t
 (attributes the caption leaves out, the exact look); the edit then adds the same offset to the
 target caption's embedding, so only the caption's change moves the image (an edit direction in
 text-embedding space, as null-text inversion fits the conditioning rather than the noise alone).
+GAN editing defaults (GAN_EDIT_DEFAULTS): offset weight 0.1, LPIPS weight 0.3, strength 1.5, the
+best trade-off measured on 504 toy-face edits (docs/edit_toy-faces); offset_weight=None inverts z only.
 
 Without a source caption the editor predicts one with the dataset's probe classifiers and caption
 grammar (built-in datasets only: the dataset is read from the run's config.json or given).
@@ -31,6 +33,8 @@ import torch.nn.functional as F
 from wordcanvas.text.base import TextEmbedding
 
 EDITABLE_FAMILIES = ("vae", "gan")
+# GAN inversion and edit settings when the caller gives none (benchmarks/edit.py measured them)
+GAN_EDIT_DEFAULTS = {"offset_weight": 0.1, "lpips_weight": 0.3, "strength": 1.5}
 
 
 def load_image(path: str | os.PathLike, channels: int, resolution: int) -> torch.Tensor:
@@ -228,6 +232,9 @@ class Editor:
             if inversion.get("offset_weight") is not None:
                 raise ValueError("offset_weight is a GAN-inversion setting; a VAE encodes its images")
             return self.encode(images, captions)
+        for key in ("offset_weight", "lpips_weight"):
+            if key not in inversion:  # an explicit None (offset) or value is the caller's choice
+                inversion[key] = GAN_EDIT_DEFAULTS[key]
         return self.invert(images, captions, steps=steps, seed=seed, **inversion)
 
     def _regenerate(self, latents, captions: str | list[str], n: int, source: list[str] | None = None,
@@ -248,10 +255,13 @@ class Editor:
         return self._regenerate(self.latents(images, captions, steps, seed, **inversion), captions, len(images))
 
     def edit(self, images: torch.Tensor, target: str | list[str], source: str | list[str] | None = None,
-             steps: int = 300, seed: int = 0, strength: float = 1.0, **inversion) -> torch.Tensor:
+             steps: int = 300, seed: int = 0, strength: float | None = None, **inversion) -> torch.Tensor:
         """Images changed to match `target` caption(s): latents under the source caption(s), decoded
         with the target. `strength` scales the caption change in pooled-embedding space (1: the
-        target's embedding; above 1: the change pushed further). Deterministic for given inputs and seed."""
+        target's embedding; above 1: the change pushed further; default 1.5 for a GAN, 1 for a VAE).
+        Deterministic for given inputs and seed."""
+        if strength is None:
+            strength = GAN_EDIT_DEFAULTS["strength"] if self.family == "gan" else 1.0
         images = self._check(images)
         source = self.source_captions(images, source, seed)
         latents = self.latents(images, source, steps, seed, **inversion)

@@ -9,11 +9,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="run folder, its final/ folder, or a checkpoint folder")
     p.add_argument("--out", required=True, help="output PNG")
     p.add_argument("--steps", type=int, default=300, help="GAN inversion steps (unused by a VAE)")
-    p.add_argument("--lpips-weight", dest="lpips_weight", type=float, default=1.0,
-                   help="GAN inversion: weight of LPIPS next to pixel MSE")
+    p.add_argument("--lpips-weight", dest="lpips_weight", type=float,
+                   help="GAN inversion: weight of LPIPS next to pixel MSE (default 0.3)")
     p.add_argument("--offset-weight", dest="offset_weight", type=float,
-                   help="GAN inversion: also fit an offset to the caption's embedding, L2-penalised by this weight "
-                        "(keeps more of the image; e.g. 0.1)")
+                   help="GAN inversion: weight of the L2 penalty on the fitted caption-embedding offset (default 0.1)")
+    p.add_argument("--no-offset", dest="no_offset", action="store_true",
+                   help="GAN inversion: fit the latent only, no caption-embedding offset")
     p.add_argument("--seed", type=int, default=0, help="GAN inversion starts / caption phrasing")
     p.add_argument("--dataset", help="dataset the model was trained on, for predicting a missing source caption "
                                      "(default: read from the run's config.json)")
@@ -32,8 +33,9 @@ def add_edit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text", required=True, help="the edited caption: what the image should show")
     p.add_argument("--source-caption", dest="source_caption",
                    help="what the image shows now (default: predicted with the dataset's probes)")
-    p.add_argument("--strength", type=float, default=1.0,
-                   help="scale of the caption change in embedding space (above 1: a stronger edit)")
+    p.add_argument("--strength", type=float,
+                   help="scale of the caption change in embedding space (above 1: a stronger edit; default 1.5 "
+                        "for a GAN, 1 for a VAE)")
 
 
 def _setup(args):
@@ -49,8 +51,11 @@ def _setup(args):
 
 
 def _inversion(args) -> dict:
-    extra = {"lpips_weight": args.lpips_weight}
-    if args.offset_weight is not None:
+    """Only the settings given: the library's defaults (wordcanvas.edit.GAN_EDIT_DEFAULTS) fill the rest."""
+    extra = {} if args.lpips_weight is None else {"lpips_weight": args.lpips_weight}
+    if args.no_offset:
+        extra["offset_weight"] = None
+    elif args.offset_weight is not None:
         extra["offset_weight"] = args.offset_weight
     return extra
 
