@@ -18,7 +18,7 @@ from pathlib import Path
 
 from _common import command_line, machine_info, markdown_table, write_json
 
-CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+from wordcanvas.data.fashion_mnist import CLASS_NAMES as CLASSES  # noqa: E402
 
 
 def confusion(want: list[int], read: list[int]) -> list[list[int]]:

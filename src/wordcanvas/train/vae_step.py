@@ -168,12 +168,12 @@ class VAEFamily:
         pooled = text.pooled.detach()
         frozen_text = TextEmbedding(text.tokens.detach(), text.mask, pooled)
         noise = g.noise(self.vae, len(real))
-        with torch.no_grad():
+        with torch.set_grad_enabled(s.adversarial_prior):  # one decoder pass: D sees it detached, the decoder's term not
             prior = self.vae(noise, frozen_text)
         D.requires_grad_(True)
         u_real, m_real = D(real, pooled)
         u_rec, m_rec = D(recon.detach(), pooled)
-        u_pri, m_pri = D(prior, pooled)
+        u_pri, m_pri = D(prior.detach(), pooled)
         loss_d = (d_real_loss("hinge", m_real) + d_real_loss("hinge", u_real)
                   + 0.5 * (d_fake_loss("hinge", m_rec) + d_fake_loss("hinge", u_rec)
                            + d_fake_loss("hinge", m_pri) + d_fake_loss("hinge", u_pri)))
@@ -185,7 +185,7 @@ class VAEFamily:
         u, m = D(recon, pooled)
         adv = g_loss("hinge", m) + g_loss("hinge", u)
         if s.adversarial_prior:  # Larsen et al.: the decoder (and the prior) also learn from D's view of prior samples
-            u, m = D(self.vae(noise, frozen_text), pooled)
+            u, m = D(prior, pooled)
             adv = 0.5 * (adv + g_loss("hinge", m) + g_loss("hinge", u))
         stats.update(loss_d=loss_d.detach(), adversarial=adv.detach())
         return s.adversarial_weight * adv
