@@ -288,7 +288,8 @@ def main() -> None:
     torch.manual_seed(0)
     thread_counts = [int(t) for t in args.threads.split(",")]
     torch.set_num_threads(thread_counts[-1])
-    previous = json.loads((out / "sr.json").read_text()) if args.only_speed else None
+    existing = json.loads((out / "sr.json").read_text()) if (out / "sr.json").exists() else {}
+    previous = existing if args.only_speed else None
     methods, crops = args.methods.split(","), {}
     if previous:
         rows = previous["quality"]
@@ -305,8 +306,10 @@ def main() -> None:
             out.mkdir(parents=True, exist_ok=True)
             tensor_to_pil(grid).save(out / "sr_crops.png", optimize=True)
     quiet = wait_for_quiet(max_wait_s=args.wait_quiet) if args.speed and args.wait_quiet else None
+    # --no-speed keeps the timings already recorded in <out>/sr.json (they belong to the same weights)
     timings = ([r for t in thread_counts for r in speed(t, args.repeats, args.slow_repeats, methods)] if args.speed
-               else (previous or {}).get("speed", []))
+               else existing.get("speed", []))
+    crop_order = [m for m in (*METHODS, "HR") if m in crops] or existing.get("crop_order", [])
 
     get = lambda m, s: next((r for r in rows if r["method"] == m and r["scale"] == s), None)  # noqa: E731
     fast_rows = sorted((r for r in timings if r["method"] == "fast" and r["call"] == "tensor"), key=lambda r: r["median_ms"])
@@ -328,13 +331,15 @@ def main() -> None:
     if get("quality", 4) and get("quality-gan", 4):
         verdict["quality_gan_lpips_met"] = get("quality-gan", 4)["lpips"] < get("quality", 4)["lpips"]
     rerender = previous is not None and not args.speed  # nothing measured: keep what the measuring run recorded
-    info = previous["machine"] if rerender else machine_info(threads_for_timing=thread_counts, wait_for_quiet=quiet)
+    # the machine record describes the timings, so it stays with them when they are kept
+    info = (machine_info(threads_for_timing=thread_counts, wait_for_quiet=quiet) if args.speed or not existing
+            else existing["machine"])
     result = {"command": previous["command"] if rerender else command_line(),
               "date": previous["date"] if rerender else time.strftime("%Y-%m-%d"), "machine": info,
               "protocol": {"photos": HELDOUT_PHOTOS, "lr": "antialiased bicubic downscale (torch)",
                            "psnr_ssim": "BT.601 Y of 8-bit images, border crop = scale", "lpips": "alex v0.1, RGB",
                            "speed": "128x128 -> 512x512 x4, batch 1, Upscaler.upscale, median"},
-              "quality": rows, "speed": timings, "targets": TARGETS, "verdict": verdict,
+              "quality": rows, "speed": timings, "crop_order": crop_order, "targets": TARGETS, "verdict": verdict,
               "training": {f"{m}-x{s}": training_card(m, s) for m in ("fast", "quality", "quality-gan") for s in (2, 4)
                            if training_card(m, s)}}
     write_json(out / "sr.json", result)
@@ -390,7 +395,7 @@ def main() -> None:
                      t_quality=f"x2: {card('quality', 2)}; x4: {card('quality', 4)}", t_gan=card("quality-gan", 4),
                      heldout=", ".join(HELDOUT_PHOTOS), command=result["command"], when=result["date"],
                      table="\n".join(lines + per_photo), verdicts=verdicts,
-                     crop_order=", ".join(m for m in (*METHODS, "HR") if m in crops) or "see the file",
+                     crop_order=", ".join(crop_order) or "see the file",
                      machine=machine, speed="\n".join(speed_lines),
                      limits=kept_limits(out / "sr.md"))
     (out / "sr.md").write_text(doc)

@@ -164,6 +164,12 @@ def test_gan_inversion_with_a_caption_offset(gan_editor, vae_editor, held_out):
         expected = G(z, type(target_text)(target_text.tokens, target_text.mask, pushed))
     torch.testing.assert_close(gan_editor.edit(targets, "a purple square", source=told, **common), expected,
                                rtol=0, atol=1e-6)
+    # one inversion, regenerated at another strength: the same as a full edit at that strength
+    latents = gan_editor.latents(targets, told, **common)
+    for strength in (1.0, 2.0):
+        torch.testing.assert_close(gan_editor.edit_latents(latents, "a purple square", told, strength),
+                                   gan_editor.edit(targets, "a purple square", source=told, strength=strength,
+                                                   **common), rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="offset_weight"):
         vae_editor.edit(held_out[0][:2], "a dress", source="a shirt", offset_weight=0.1)
 

@@ -259,12 +259,18 @@ class Editor:
         with the target. `strength` scales the caption change in pooled-embedding space (1: the
         target's embedding; above 1: the change pushed further; default 1.5 for a GAN, 1 for a VAE).
         Deterministic for given inputs and seed."""
-        if strength is None:
-            strength = GAN_EDIT_DEFAULTS["strength"] if self.family == "gan" else 1.0
         images = self._check(images)
         source = self.source_captions(images, source, seed)
-        latents = self.latents(images, source, steps, seed, **inversion)
-        return self._regenerate(latents, target, len(images), source, strength)
+        return self.edit_latents(self.latents(images, source, steps, seed, **inversion), target, source, strength)
+
+    def edit_latents(self, latents, target: str | list[str], source: list[str], strength: float | None = None
+                     ) -> torch.Tensor:
+        """The second half of `edit`, for latents from `latents(images, source)`: one inversion can
+        serve several targets or strengths."""
+        if strength is None:
+            strength = GAN_EDIT_DEFAULTS["strength"] if self.family == "gan" else 1.0
+        z = latents[0] if isinstance(latents, tuple) else latents
+        return self._regenerate(latents, target, len(z), source, strength)
 
     @torch.no_grad()
     def interpolate(self, prompt_a: str, prompt_b: str, steps: int = 8, seed: int = 0,

@@ -599,8 +599,13 @@ def train(cfg: TrainConfig, *, dataset=None, encoder=None, evaluator: Evaluator 
     watch = getattr(fam, "watch_loss", None) if cfg.spike_factor else None
     spikes = LossSpikeGuard(cfg.spike_factor, cfg.spike_patience, cfg.spike_warmup,
                             divergence.get("loss_watch")) if watch else None
+
+    def divergence_record() -> dict:
+        """What a checkpoint keeps of the divergence guards (the spike guard's state is read only here)."""
+        return {**divergence, "loss_watch": spikes.state()} if spikes is not None else divergence
+
     # Restore point for a divergence before the first checkpoint of this run (afterwards: on disk).
-    snapshot = (_snapshot(fam, start_step, images_seen, train_time, best, divergence)
+    snapshot = (_snapshot(fam, start_step, images_seen, train_time, best, divergence_record())
                 if found is None and cfg.nan_policy == "rollback" else None)
     if dist.main:
         check_run_folder(run_dir, need_bytes=2 * checkpoint_bytes(fam))  # the next checkpoint and the final export
@@ -639,7 +644,7 @@ def train(cfg: TrainConfig, *, dataset=None, encoder=None, evaluator: Evaluator 
             best = {"metric": cfg.best_metric, "value": value, "step": step}
             if dist.main:
                 _save_checkpoint(run_dir, fam, cfg, step, images_seen, train_time, best, order,
-                                 folder=ckpt_root / ckpt.BEST, divergence=divergence)
+                                 folder=ckpt_root / ckpt.BEST, divergence=divergence_record())
 
     def roll_back(reason: str, at_step: int) -> int:
         """Divergence guard: restore the last good state (checkpoint, or the start), lower every
@@ -668,7 +673,6 @@ def train(cfg: TrainConfig, *, dataset=None, encoder=None, evaluator: Evaluator 
         divergence.update(rollbacks=divergence["rollbacks"] + 1, lr_scale=scale)
         if spikes is not None:
             spikes.load(state.get("divergence", {}).get("loss_watch"))
-            divergence["loss_watch"] = spikes.state()
         images_seen, train_time = int(state["images_seen"]), float(state.get("train_time_s", 0.0))
         best = dict(state.get("best", {}))
         if dist.main:
@@ -710,7 +714,6 @@ def train(cfg: TrainConfig, *, dataset=None, encoder=None, evaluator: Evaluator 
                 spiking = False
                 if finite and spikes is not None and watch in stats:
                     spiking = spikes.spiking(float(stats[watch]))
-                    divergence["loss_watch"] = spikes.state()
                 if dist.any(not finite or spiking):
                     if not finite:
                         diverged = f"non-finite loss at step {step + 1}"
@@ -754,7 +757,7 @@ def train(cfg: TrainConfig, *, dataset=None, encoder=None, evaluator: Evaluator 
                         break
                     if dist.main:
                         _save_checkpoint(run_dir, fam, cfg, step, images_seen, train_time, best, order,
-                                         divergence=divergence)
+                                         divergence=divergence_record())
                     saved_at, snapshot = step, None
                 # stop (every rank agrees, so they leave at the same step)
                 out_of_time = deadline is not None and budget_now() >= deadline
@@ -775,7 +778,7 @@ def train(cfg: TrainConfig, *, dataset=None, encoder=None, evaluator: Evaluator 
 
     # ---- teardown
     if dist.main and saved_at != step:
-        _save_checkpoint(run_dir, fam, cfg, step, images_seen, train_time, best, order, divergence=divergence)
+        _save_checkpoint(run_dir, fam, cfg, step, images_seen, train_time, best, order, divergence=divergence_record())
     if evaluator is not None and cfg.eval_every and step % cfg.eval_every != 0 and step > start_step:
         run_eval(step)
     if dist.main:
