@@ -231,7 +231,10 @@ wordcanvas train sr --res 64 --batch 8 --steps 1000 --set model.preset=quality -
 Training data (`sr/data.py`): random patches (flips, 90-degree rotations, flat patches skipped) of
 every photo available offline in the installed packages (scikit-image, scikit-learn, matplotlib,
 PyWavelets) except the held-out ones, plus any folder of your own (`--data FOLDER` or
-`--set model.user_folder=FOLDER`). Degradation: antialiased bicubic downscaling, optionally blur,
+`--set model.user_folder=FOLDER`). `scripts/fetch_sr_photos.py --out FOLDER` collects 24 more natural
+photos (plants, water, wood, landscapes; downscaled to 1280 px on the long side) from the Debian
+packages `mate-backgrounds` and `plasma-workspace-wallpapers` (GPL-2+; fetched with `apt-get download`,
+no installation) for `--data FOLDER`. Degradation: antialiased bicubic downscaling, optionally blur,
 noise and JPEG (`--set 'model.degradations=["bicubic","blur","noise","jpeg"]'`). Held-out photos,
 never cut into patches: {heldout}. The shipped networks' exact commands, seeds, times and hardware
 are in each `src/wordcanvas/weights/sr-*/MODEL_CARD.md`.

@@ -38,8 +38,13 @@ def unpack(package: str, work: Path) -> Path:
     return root
 
 
+def pixels(path: Path) -> int:
+    with Image.open(path) as img:
+        return img.size[0] * img.size[1]
+
+
 def largest(paths: list[Path]) -> Path:
-    return max(paths, key=lambda p: (Image.open(p).size[0] * Image.open(p).size[1], p.name))
+    return max(paths, key=lambda p: (pixels(p), p.name))
 
 
 def main(argv: list[str] | None = None) -> int:

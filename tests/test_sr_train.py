@@ -178,3 +178,35 @@ def test_shipped_gan_network_is_sharper_than_the_psnr_one():
     energy = {n: np.mean([grad(_upscale_pil(Upscaler.from_name(n, 4), h, 4)[0]) for h in hr]) for n in ("quality", "quality-gan")}
     target = np.mean([grad(h) for h in hr])
     assert energy["quality"] < energy["quality-gan"] <= 1.5 * target, (energy, target)
+
+
+def test_fetch_sr_photos_copies_the_named_photos_downscaled(tmp_path, monkeypatch):
+    """The Debian photo collector, on package trees laid out as the real ones (apt is not called):
+    only the named photos come out, the largest of each Plasma wallpaper's sizes, long side capped."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("fetch_sr_photos", Path(__file__).parents[1] / "scripts" / "fetch_sr_photos.py")
+    fetch = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fetch)
+    trees = {p: tmp_path / "debs" / p for p in fetch.PACKAGES}
+    nature = trees["mate-backgrounds"] / "usr/share/backgrounds/mate/nature"
+    nature.mkdir(parents=True)
+    for i, name in enumerate((*fetch.MATE_NATURE, "NotAPhoto")):
+        Image.new("RGB", (2000, 1000), (i, 0, 0)).save(nature / f"{name}.jpg")
+    for name in (*fetch.PLASMA_PHOTOS, "Autumn"):
+        images = trees["plasma-workspace-wallpapers"] / "usr/share/wallpapers" / name / "contents/images"
+        images.mkdir(parents=True)
+        Image.new("RGB", (640, 480), (0, 0, 0)).save(images / "640x480.jpg")
+        Image.new("RGB", (1000, 500), (0, 255, 0)).save(images / "1000x500.jpg")
+    monkeypatch.setattr(fetch, "unpack", lambda package, work: trees[package])
+    monkeypatch.setattr(fetch.shutil, "which", lambda tool: "/bin/" + tool)
+    out = tmp_path / "photos"
+    assert fetch.main(["--out", str(out), "--max-side", "800"]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted([f"mate-{n}.png" for n in fetch.MATE_NATURE] + [f"plasma-{n}.png" for n in fetch.PLASMA_PHOTOS])
+    assert Image.open(out / "mate-Aqua.png").size == (800, 400)       # 2000 x 1000 capped at 800
+    kite = Image.open(out / "plasma-Kite.png")
+    assert kite.size == (800, 400) and kite.getpixel((400, 200))[1] > 200  # the 1000 x 500 (green) one
+    patches = SRPatches(scale=4, patch=32, photos=[], user_folder=out, length=4)
+    assert len(patches.images) == 24 and patches[0][1].shape == (3, 32, 32)
