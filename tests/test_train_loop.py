@@ -215,6 +215,45 @@ def test_gan_cls_architecture_learns_and_generates_each_image_independently_of_i
     torch.testing.assert_close(images[8:9], t2i(prompts[1], n=1, seed=3), atol=1e-5, rtol=0)
 
 
+def test_standing_statistics_describe_the_ema_generator_and_keep_resume_exact(tmp_path):
+    """GAN-CLS (BatchNorm) with an EMA generator: before a checkpoint or export, the EMA generator's
+    running statistics are re-estimated from its own activations (a cumulative average over the
+    standing batches), deterministically, and an interrupted run still resumes bit for bit."""
+    cls = {"arch": "gan-cls", "generator": {"ngf": 8, "cond_dim": 16, "z_dim": 8},
+           "discriminator": {"ndf": 8, "cond_head": "projection"}, "reg": "r1", "reg_weight": 0.1, "augment": "",
+           "standing_stats": 3}
+    make = lambda out, steps: tiny_config(out, steps=steps, model=cls, ema_kimg=1.0)  # noqa: E731
+    straight = train(make(tmp_path / "a", 6), dataset=ColourSquares(n=40), encoder=HashEncoder())
+    train(make(tmp_path / "b", 3), dataset=ColourSquares(n=40), encoder=HashEncoder())
+    resumed = train(make(tmp_path / "b", 6), dataset=ColourSquares(n=40), encoder=HashEncoder())
+    assert_identical(all_state(straight), all_state(resumed))
+
+    fam = straight.family
+    norm = next(m for m in fam.G_ema.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    live = next(m for m in fam.G.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    kept = norm.running_mean.clone(), norm.running_var.clone()
+    assert not torch.allclose(kept[0], live.running_mean), "the EMA generator kept the live statistics"
+    seen = []
+    handle = norm.register_forward_hook(lambda module, args, out: seen.append(args[0].detach().clone()))
+    fam.prepare_inference(6)  # the same draws as the export of step 6
+    handle.remove()
+    assert len(seen) == 3 and not fam.G_ema.training
+    torch.testing.assert_close(norm.running_mean, kept[0], rtol=0, atol=0)
+    torch.testing.assert_close(norm.running_var, kept[1], rtol=0, atol=0)
+    # independently: the mean of the layer's inputs over every standing batch, and the average of
+    # the batches' unbiased variances
+    inputs = torch.stack(seen)  # (batches, N, C, H, W)
+    torch.testing.assert_close(norm.running_mean, inputs.mean(dim=(0, 1, 3, 4)), rtol=1e-5, atol=1e-6)
+    per_batch_var = torch.stack([x.transpose(0, 1).reshape(x.shape[1], -1).var(dim=1) for x in seen])
+    torch.testing.assert_close(norm.running_var, per_batch_var.mean(0), rtol=1e-5, atol=1e-6)
+    # switched off: the live generator's statistics, as copied by the EMA update
+    off = train(tiny_config(tmp_path / "c", steps=6, model={**cls, "standing_stats": 0}, ema_kimg=1.0),
+                dataset=ColourSquares(n=40), encoder=HashEncoder())
+    norms = [m for m in off.family.G_ema.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    lives = [m for m in off.family.G.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(torch.equal(a.running_mean, b.running_mean) for a, b in zip(norms, lives))
+
+
 # --- EMA -------------------------------------------------------------------------------------
 
 def test_ema_beta_and_update_follow_the_formula():

@@ -177,6 +177,8 @@ class GANSettings:
     mode_seeking: float = 0.0               # weight of the mode-seeking diversity term; 0 = off
     truncation: float | None = None         # noise truncation for sample grids, evaluation and export
     truncation_mode: str = "resample"       # "resample" (redraw |z| > t) or "scale" (z * t)
+    standing_stats: int = 16                # batches that re-estimate the EMA generator's BatchNorm statistics
+                                            # before it is sampled, evaluated or saved (BigGAN); 0 = copy the live ones
 
     def __post_init__(self):
         if self.arch not in ARCHS:
@@ -214,6 +216,7 @@ class GANFamily:
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=lr_d, betas=betas)
         self.augment = parse_policy(s.augment)
         self.amp = cfg.amp and device.type == "cuda"
+        self.dataset = dataset  # captions for the standing statistics
 
     # the loop's view of the family
     @property
@@ -319,6 +322,43 @@ class GANFamily:
         self.opt_g.step()
         stats["loss_g"] = loss_g.detach()
         return stats
+
+    @torch.no_grad()
+    def prepare_inference(self, step: int) -> None:
+        """BigGAN's standing statistics. The EMA generator's weights are an average over recent steps,
+        but the BatchNorm statistics the EMA update copies from the live generator describe the live
+        weights' activations. Re-estimate them for the averaged weights (cumulative average over
+        `standing_stats` batches of fresh noise and training captions). The draws depend only on
+        (seed, step), never on the global RNG, and the next EMA update copies the live statistics
+        back, so training and exact resume are unaffected."""
+        G, batches = self.G_ema, self.s.standing_stats
+        norms = [m for m in G.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)] if G is not None else []
+        if not norms or batches <= 0:
+            return
+        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + step + 7)
+        g_noise = torch.Generator(device=self.device).manual_seed(self.cfg.seed * 1_000_003 + step + 11)
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the batches below
+        if self.trainable:
+            self.encoder.eval()
+        G.train()
+        try:
+            for _ in range(batches):
+                items = torch.randint(len(self.dataset), (self.cfg.batch,), generator=g).tolist()
+                captions = []
+                for i in items:
+                    options = self.dataset.captions(i)
+                    captions.append(options[int(torch.randint(len(options), (), generator=g))])
+                z = G.sample_noise(len(captions), g_noise, self.s.truncation, self.s.truncation_mode)
+                G(z, embed_texts(self.encoder, captions, self.device))
+        finally:
+            G.eval()
+            for m, momentum in zip(norms, momenta):
+                m.momentum = momentum
+            if self.trainable:
+                self.encoder.train()
 
     def generate(self, prompts, seed: int = 0) -> torch.Tensor:
         """One image per prompt (str or Prompt) from the inference generator, noise from `seed`."""

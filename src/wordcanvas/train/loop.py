@@ -622,7 +622,18 @@ def train(cfg: TrainConfig, *, dataset=None, encoder=None, evaluator: Evaluator 
 
     prompts = sample_prompts(dataset, cfg.sample_prompts, cfg.seed) if dist.main else []
 
+    prepared_at = None
+
+    def prepare_inference(step: int) -> None:
+        """Let the family settle its inference weights (GAN: the EMA generator's standing BatchNorm
+        statistics) once per step, before they are sampled, evaluated, saved or exported."""
+        nonlocal prepared_at
+        if prepared_at != step and hasattr(fam, "prepare_inference"):
+            fam.prepare_inference(step)
+        prepared_at = step
+
     def write_samples(step: int) -> None:
+        prepare_inference(step)
         images = fam.sample(prompts, cfg.sample_per_prompt, seed=cfg.seed)
         save_sample_grid(images.cpu(), [p.text for p in prompts], cfg.sample_per_prompt,
                          run_dir / "samples" / f"step-{step:06d}.png", meta={"step": step, "seed": cfg.seed})
@@ -632,6 +643,7 @@ def train(cfg: TrainConfig, *, dataset=None, encoder=None, evaluator: Evaluator 
         """On every rank (an evaluator may shard its work over the processes, as
         metrics.evaluate.evaluate_generator does); rank 0 writes the log and the best checkpoint."""
         nonlocal best
+        prepare_inference(step)
         metrics = {k: float(v) for k, v in evaluator(fam.generate).items()}
         log.write({"kind": "eval", "step": step, **metrics})
         if dist.main:
@@ -649,7 +661,7 @@ def train(cfg: TrainConfig, *, dataset=None, encoder=None, evaluator: Evaluator 
     def roll_back(reason: str, at_step: int) -> int:
         """Divergence guard: restore the last good state (checkpoint, or the start), lower every
         learning rate by nan_lr_factor, and return the step to continue from."""
-        nonlocal images_seen, train_time, best
+        nonlocal images_seen, train_time, best, prepared_at
         advice = "resume from the last checkpoint with a lower learning rate or a stronger regulariser"
         if cfg.nan_policy == "raise":
             raise FloatingPointError(f"training diverged: {reason} (nan_policy 'raise'); {advice}")
@@ -675,6 +687,7 @@ def train(cfg: TrainConfig, *, dataset=None, encoder=None, evaluator: Evaluator 
             spikes.load(state.get("divergence", {}).get("loss_watch"))
         images_seen, train_time = int(state["images_seen"]), float(state.get("train_time_s", 0.0))
         best = dict(state.get("best", {}))
+        prepared_at = None
         if dist.main:
             message = (f"training diverged ({reason}); rolled back to {where} with the learning rates x{scale:g} "
                        f"(rollback {divergence['rollbacks']} of at most {cfg.max_rollbacks})")
@@ -756,6 +769,7 @@ def train(cfg: TrainConfig, *, dataset=None, encoder=None, evaluator: Evaluator 
                         diverged = f"non-finite weights at step {step}"
                         break
                     if dist.main:
+                        prepare_inference(step)
                         _save_checkpoint(run_dir, fam, cfg, step, images_seen, train_time, best, order,
                                          divergence=divergence_record())
                     saved_at, snapshot = step, None
@@ -778,11 +792,12 @@ def train(cfg: TrainConfig, *, dataset=None, encoder=None, evaluator: Evaluator 
 
     # ---- teardown
     if dist.main and saved_at != step:
+        prepare_inference(step)
         _save_checkpoint(run_dir, fam, cfg, step, images_seen, train_time, best, order, divergence=divergence_record())
     if evaluator is not None and cfg.eval_every and step % cfg.eval_every != 0 and step > start_step:
         run_eval(step)
     if dist.main:
-        write_samples(step)
+        write_samples(step)  # prepares the inference weights for the export too
         export_final(run_dir, fam, step)
         print(f"{run_dir}: step {step}, {images_seen / 1000:.1f} kimg; model in {run_dir / 'final'}", file=sys.stderr)
     dist.barrier()
