@@ -104,13 +104,15 @@ def main(argv=None) -> int:
              f"Command: `{results['command']}`.", "",
              "Same weights exported twice: BatchNorm statistics copied from the live generator (\"live\", what the "
              "loop did before) or re-estimated for the EMA weights from 16 batches of noise and training captions "
-             "(\"standing\", BigGAN; the default now). Evaluation: `wordcanvas evaluate` (fixed protocol, seed 0).", "",
-             "| run | data | n | statistics | " + " | ".join(m[0] for m in METRICS) + " |",
-             "|---|---|---:|---|" + "---:|" * len(METRICS)]
+             "(\"standing\", BigGAN; the default now). Evaluation: `wordcanvas evaluate` (fixed protocol, seed 0); "
+             "\"weights\" is the SHA-256 prefix of the evaluated generator file (an evaluation is reused only for "
+             "identical weights).", "",
+             "| run | data | n | statistics | weights | " + " | ".join(m[0] for m in METRICS) + " |",
+             "|---|---|---:|---|---|" + "---:|" * len(METRICS)]
     for name, entry in results["runs"].items():
         for variant in VARIANTS:
             r = entry[variant]
-            lines.append(f"| {name} | {entry['data']} | {entry['n']} | {variant} | "
+            lines.append(f"| {name} | {entry['data']} | {entry['n']} | {variant} | `{r['weights']}` | "
                          + " | ".join(format(r[k], f) for _, k, f in METRICS) + " |")
     (args.out / "README.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
