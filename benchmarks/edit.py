@@ -215,14 +215,15 @@ def main(argv=None) -> int:
             sources.append(x)
         x = torch.cat(sources)
         pred_src = probe.predict(x)
+        truth = {k: torch.tensor([e["source"][k] for e in edits]) for k in pred_src}
+        probe_on_sources = float(sum((pred_src[k] == truth[k]).float().mean() for k in truth) / len(truth))
         for name in variants:
             y = torch.cat(outs[name])
             pred_out = probe.predict(y)
             r = score(edits, pred_src, pred_out)
             with torch.no_grad():
                 r["lpips_to_source"] = float(torch.cat([lpips(a, b) for a, b in zip(y.split(64), x.split(64))]).mean())
-            truth = {k: torch.tensor([e["source"][k] for e in edits]) for k in pred_src}
-            r["probe_on_sources"] = float(sum((pred_src[k] == truth[k]).float().mean() for k in truth) / len(truth))
+            r["probe_on_sources"] = probe_on_sources
             r["seconds"] = round(inversion_s + regen_s[name], 1)  # what this method alone would take
             results["methods"][name] = r
             examples.append((name, x[:8], y[:8]))

@@ -31,8 +31,12 @@ PACKAGES = ("mate-backgrounds", "plasma-workspace-wallpapers")
 
 
 def unpack(package: str, work: Path) -> Path:
-    subprocess.run(["apt-get", "download", package], cwd=work, check=True, capture_output=True)
-    deb = next(work.glob(f"{package}_*.deb"))
+    done = subprocess.run(["apt-get", "download", package], cwd=work, capture_output=True, text=True)
+    debs = list(work.glob(f"{package}_*.deb"))
+    if done.returncode != 0 or not debs:
+        raise SystemExit(f"error: apt-get download {package} failed: {done.stderr.strip() or 'no .deb written'} "
+                         f"(is a Debian package mirror reachable?)")
+    deb = debs[0]
     root = work / package
     subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
     return root

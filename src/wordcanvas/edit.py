@@ -210,7 +210,8 @@ class Editor:
             groups.append({"params": [offset], "lr": lr * 0.1})
         opt = torch.optim.Adam(groups)
         for _ in range(steps):
-            loss = self._inversion_loss(G(z, self._shifted(text, offset)), images, lpips_weight) + prior_weight * z.square().mean(1)
+            loss = (self._inversion_loss(G(z, self._shifted(text, offset)), images, lpips_weight)
+                    + prior_weight * z.square().mean(1))
             if offset is not None:
                 loss = loss + offset_weight * offset.square().sum(1)
             opt.zero_grad(set_to_none=True)
