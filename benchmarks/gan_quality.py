@@ -83,6 +83,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="a TrainConfig setting for the text GANs, dotted, JSON value: --set model.generator.ngf=48")
     p.add_argument("--runs", help="root of the training run folders (default runs/gan_quality/<data>)")
     p.add_argument("--out", help="result folder (default docs/gan_<data>; smoke: runs/gan_quality_smoke/<data>/report)")
+    p.add_argument("--adopt", action="store_true",
+                   help="continue run folders that <out>/results.json knows nothing of (by default they are started "
+                        "afresh): e.g. re-evaluate a finished run with the current code, into a new --out")
     p.add_argument("--fresh", action="store_true", help="delete <runs>/<model> of the models named and <out>/results.json first")
     p.add_argument("--smoke", action="store_true", help="tiny budget and sample counts: checks the script end to end")
     p.add_argument("--no-progress", dest="progress", action="store_false")
@@ -509,7 +512,8 @@ def main(argv=None) -> int:
         model = results["models"].setdefault(name, {"marks": []})
         run_dir = args.runs / name
         done = {mk["minutes"] for mk in model["marks"]}
-        rewind(run_dir, model["marks"][-1]["step"] if model["marks"] else 0)
+        if model["marks"] or not args.adopt:
+            rewind(run_dir, model["marks"][-1]["step"] if model["marks"] else 0)
         previous = max(done, default=0.0)
         for minutes in args.marks:
             if minutes in done:
