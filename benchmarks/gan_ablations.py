@@ -78,6 +78,7 @@ def main(argv=None) -> int:
     p.add_argument("--variant", type=parse_named, action="append", default=[], help="NAME=FOLDER, repeatable")
     p.add_argument("--model", default="minilm",
                    help="model name inside the results (default: minilm; a file with one model is read as that model)")
+    p.add_argument("--notes", type=Path, help="markdown file whose text goes under the table (how rates were found, reading)")
     p.add_argument("--out", type=Path, required=True, help="markdown file to write")
     args = p.parse_args(argv)
     base = read_run(*args.base, args.model)
@@ -85,7 +86,8 @@ def main(argv=None) -> int:
     table = compare(base, variants)
     base_cmd = " ".join(f"--set {x}" for x in base["settings"])
     text = "\n".join([
-        f"# What each setting buys: {base['data']}, {args.model}, {fmt(base['minutes'], 'g')} minutes ({base['clock']} clock)",
+        f"# What each setting buys: {base['data']}, {args.model}, "
+        f"{fmt(base['minutes'], 'g')} minutes ({base['clock']} clock)",
         "",
         f"All rows: the same data, seed, batch and evaluation (n = {base['n']}, protocol `{base['protocol']}`); "
         "each run changes the base settings as listed. With the steps clock, a change that makes a step slower "
@@ -93,6 +95,7 @@ def main(argv=None) -> int:
         "",
         table,
         "",
+        *([args.notes.read_text().strip(), ""] if args.notes else []),
         f"Base settings: `{base_cmd}`.",
         "",
         "Sources: " + ", ".join(f"{r['name']}: {r['folder']}/results.json" for r in [base] + variants) + ".",
