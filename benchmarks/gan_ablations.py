@@ -1,8 +1,10 @@
 """What each GAN setting buys: one table from several `benchmarks/gan_quality.py` results.
 
-    python benchmarks/gan_ablations.py --base default=docs/gan_fashion-mnist \
-        --variant ema40=docs/gan_fashion-mnist/ema40 --variant mode-seeking=docs/gan_fashion-mnist/ms1 \
-        --out docs/gan_fashion-mnist/ablations.md
+    python benchmarks/gan_ablations.py --base default=docs/gan_fashion-mnist/ablations/base-standing \
+        --variant ema40=docs/gan_fashion-mnist/ema40 --variant mode-seeking-1=docs/gan_fashion-mnist/ablations/ms1 \
+        --notes docs/gan_fashion-mnist/ablations/notes.md --out docs/gan_fashion-mnist/ablations/README.md
+
+(the committed table names all its rows in its last line).
 
 Every folder holds a results.json written by gan_quality.py for the same data, model name, clock and
 evaluation size; each run trained with the base settings plus its own `--set` changes (the table
@@ -78,7 +80,8 @@ def main(argv=None) -> int:
     p.add_argument("--variant", type=parse_named, action="append", default=[], help="NAME=FOLDER, repeatable")
     p.add_argument("--model", default="minilm",
                    help="model name inside the results (default: minilm; a file with one model is read as that model)")
-    p.add_argument("--notes", type=Path, help="markdown file whose text goes under the table (how rates were found, reading)")
+    p.add_argument("--notes", type=Path,
+                   help="markdown file whose text goes under the table (how the rates were found, the reading)")
     p.add_argument("--out", type=Path, required=True, help="markdown file to write")
     args = p.parse_args(argv)
     base = read_run(*args.base, args.model)
