@@ -20,9 +20,10 @@ import sys
 from pathlib import Path
 
 from _common import command_line, fmt, markdown_table
+from gan_quality import row_of
 
 COLUMNS = [("FID", "fid", ">.2f"), ("precision", "precision", ">.3f"), ("recall", "recall", ">.3f"),
-           ("probe all-correct", "probe", ">.3f"), ("LPIPS diversity", "div", ">.3f")]
+           ("probe all-correct", "probe", ">.3f"), ("LPIPS diversity", "lpips", ">.3f")]
 
 
 def parse_named(text: str) -> tuple[str, Path]:
@@ -46,12 +47,9 @@ def read_run(name: str, folder: Path, model: str) -> dict:
     main = mark["eval"]["main"]
     s = results["settings"]
     settings = results["models"][model].get("train_settings", s.get("settings", []))  # merged files: per model
-    return {"name": name, "folder": str(folder), "settings": list(settings), "data": s["data"],
-            "clock": s["clock"], "minutes": mark["minutes"], "rate": (s.get("rates") or {}).get(model),
-            "n": main["n"], "step": mark["step"], "kimg": mark["images_seen"] / 1000, "fid": main["fid"],
-            "precision": main.get("precision"), "recall": main.get("recall"),
-            "probe": main.get("probe", {}).get("all_correct"),
-            "div": main.get("diversity", {}).get("lpips_diversity"), "protocol": main["protocol"]}
+    return {**row_of(name, mark, None), "name": name, "folder": str(folder), "settings": list(settings),
+            "data": s["data"], "clock": s["clock"], "rate": (s.get("rates") or {}).get(model), "n": main["n"],
+            "protocol": main["protocol"]}
 
 
 def compare(base: dict, variants: list[dict]) -> str:
