@@ -44,6 +44,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--gan-offset-weights", dest="gan_offset_weights", default="",
                    help="comma list: also run GAN inversion that fits a pooled-embedding offset with this L2 weight "
                         "(one method 'gan+offset(w)' per value; wordcanvas.edit module doc)")
+    p.add_argument("--gan-style-weights", dest="gan_style_weights", default="",
+                   help="comma list: also run GAN inversion that fits, besides the offset (the first "
+                        "--gan-offset-weights value), per-layer style offsets with this L2 weight "
+                        "(method 'gan+offset(o)+style(w)'; GAN-CLS generators)")
     p.add_argument("--strengths", default="1",
                    help="comma list of edit strengths (Editor.edit): each value above 1 adds a row per GAN method")
     p.add_argument("--no-plain-gan", dest="plain_gan", action="store_false",
@@ -67,6 +71,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.out = Path(args.out or (ROOT / "runs" / "edit_smoke" / "report" if args.smoke else ROOT / "docs" / "edit_toy-faces"))
     if not args.smoke and not (args.vae or args.gan):
         p.error("give --vae and/or --gan (or --smoke)")
+    if args.gan_style_weights.strip() and not args.gan_offset_weights.strip():
+        p.error("--gan-style-weights needs --gan-offset-weights (the styles are fitted with the first offset weight)")
     return args
 
 
@@ -185,12 +191,16 @@ def main(argv=None) -> int:
         gan_editor = methods["gan"][0]
         for w in offset_weights:
             methods[f"gan+offset({w:g})"] = (gan_editor, {"offset_weight": w})
+        for w in (float(w) for w in args.gan_style_weights.split(",") if w.strip()):
+            methods[f"gan+offset({offset_weights[0]:g})+style({w:g})"] = (
+                gan_editor, {"offset_weight": offset_weights[0], "style_weight": w})
         if not args.plain_gan:
             del methods["gan"]
     strengths = [float(a) for a in args.strengths.split(",") if a.strip()]
     results = {"command": command_line(), "machine": machine_info(threads=args.threads),
                "settings": {"n": args.n, "gan_steps": args.gan_steps, "lpips_weight": args.lpips_weight,
                             "mention": args.mention, "gan_offset_weights": offset_weights,
+                            "gan_style_weights": args.gan_style_weights,
                             "strengths": strengths,
                             "seed": args.seed, "models": {"vae": args.vae, "gan": args.gan}}, "methods": {}}
     examples = []
@@ -242,7 +252,8 @@ def main(argv=None) -> int:
             "Success: the probe reads the edited attribute's new value. Preservation: other attributes' probe "
             "readings unchanged from the source image. Targets: success >= 0.85, preservation >= 0.90 "
             "(better method). gan+offset(w): the inversion also fits an offset to the source caption's pooled "
-            "embedding (L2 weight w) and adds it to the target caption's.", ""]
+            "embedding (L2 weight w) and adds it to the target caption's. +style(w): the inversion also fits "
+            "offsets to every layer's conditional scale and shift (L2 weight w), kept in the edit.", ""]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "README.md").write_text("\n".join(text))
     if examples:

@@ -24,6 +24,10 @@ SETTINGS = {  # name -> Editor.reconstruct keywords
     "z + offset 0.1, 100 steps, LPIPS 1": {"steps": 100, "lpips_weight": 1.0, "offset_weight": 0.1},
     "z + offset 0.1, 300 steps, LPIPS 1": {"steps": 300, "lpips_weight": 1.0, "offset_weight": 0.1},
     "z + offset 0.1, 300 steps, LPIPS 0.3 (default)": {"steps": 300, "lpips_weight": 0.3, "offset_weight": 0.1},
+    "z + offset 0.1 + styles 0.01, 300 steps, LPIPS 0.3": {"steps": 300, "lpips_weight": 0.3, "offset_weight": 0.1,
+                                                           "style_weight": 0.01},
+    "z + offset 0.1 + styles 0.1, 300 steps, LPIPS 0.3": {"steps": 300, "lpips_weight": 0.3, "offset_weight": 0.1,
+                                                          "style_weight": 0.1},
 }
 
 
@@ -31,9 +35,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--gan", required=True, help="a trained toy-faces text GAN (run or model folder)")
     p.add_argument("--n", type=int, default=48)
+    p.add_argument("--only", default="", help="run only the settings whose name contains this text (default: all)")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
+    wanted = [name for name in SETTINGS if args.only in name]
+    if not wanted:
+        p.error(f"--only: no setting contains {args.only!r}; the settings: {'; '.join(SETTINGS)}")
 
     import torch
 
@@ -49,7 +57,7 @@ def main(argv=None) -> int:
     captions = [e["source_caption"] for e in edits]
     read_source = probe.predict(x)
     results = {"command": command_line(), "machine": machine_info(threads=args.threads), "n": args.n, "rows": {}}
-    for name, kw in SETTINGS.items():
+    for name, kw in ((w, SETTINGS[w]) for w in wanted):
         start = time.time()
         read = probe.predict(editor.reconstruct(x, captions, seed=0, **kw))
         per = {k: float((read[k] == read_source[k]).float().mean()) for k in read_source}

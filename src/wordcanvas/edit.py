@@ -186,12 +186,22 @@ class Editor:
 
     def invert(self, images: torch.Tensor, captions: str | list[str], steps: int = 300, lr: float = 0.05,
                lpips_weight: float = 1.0, candidates: int = 16, seed: int = 0, prior_weight: float = 1e-3,
-               offset_weight: float | None = None) -> torch.Tensor:
+               offset_weight: float | None = None, style_weight: float | None = None) -> torch.Tensor:
         """GAN latents (N, z_dim) whose images under `captions` match `images`: the best of `candidates`
         random starts, then Adam on z for `steps` steps (pixel MSE + LPIPS, a weak pull to the prior).
-        With `offset_weight`, returns (latents, pooled-embedding offsets) fitted together (module doc)."""
+        With `offset_weight`, returns (latents, pooled-embedding offsets) fitted together (module doc);
+        with `style_weight` as well, (latents, offsets, per-layer style offsets), the last L2-penalised
+        by that weight (GAN-CLS generators: offsets to each layer's conditional scale and shift)."""
         if self.family != "gan":
             raise ValueError("invert needs a GAN; a VAE encodes with encode()")
+        if style_weight is not None:
+            if offset_weight is None:
+                raise ValueError("style_weight needs offset_weight (the styles ride on the fitted caption offset)")
+            if style_weight < 0:
+                raise ValueError(f"style_weight must be >= 0, got {style_weight}")
+            if not hasattr(self.model, "style_shapes"):
+                raise ValueError(f"per-layer style offsets need a GAN-CLS generator; this one is a "
+                                 f"{type(self.model).__name__}: leave style_weight unset")
         G, images = self.model, self._check(images)
         n, text = len(images), self._texts(captions, len(images))
         g = torch.Generator().manual_seed(seed)
@@ -208,16 +218,28 @@ class Editor:
             # the pooled embedding has unit scale (z: one per dimension): a smaller step for it
             offset = torch.zeros_like(text.pooled, requires_grad=True)
             groups.append({"params": [offset], "lr": lr * 0.1})
+        styles = None
+        if style_weight is not None:
+            styles = [torch.zeros(n, k, device=images.device, requires_grad=True) for k in G.style_shapes]
+            groups.append({"params": styles, "lr": lr * 0.1})  # scale and shift are O(1), like the offset
         opt = torch.optim.Adam(groups)
         for _ in range(steps):
-            loss = (self._inversion_loss(G(z, self._shifted(text, offset)), images, lpips_weight)
+            loss = (self._inversion_loss(self._generate(z, self._shifted(text, offset), styles), images, lpips_weight)
                     + prior_weight * z.square().mean(1))
             if offset is not None:
                 loss = loss + offset_weight * offset.square().sum(1)
+            if styles is not None:
+                loss = loss + style_weight * sum(s.square().sum(1) for s in styles)
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()  # per-image losses: each latent gets its own gradient
             opt.step()
-        return z.detach() if offset is None else (z.detach(), offset.detach())
+        if offset is None:
+            return z.detach()
+        return (z.detach(), offset.detach()) if styles is None else (z.detach(), offset.detach(),
+                                                                     [s.detach() for s in styles])
+
+    def _generate(self, z: torch.Tensor, text: TextEmbedding, styles: list[torch.Tensor] | None) -> torch.Tensor:
+        return self.model(z, text) if styles is None else self.model(z, text, styles=styles)
 
     @staticmethod
     def _shifted(text: TextEmbedding, offset: torch.Tensor | None) -> TextEmbedding:
@@ -229,8 +251,9 @@ class Editor:
         """VAE: posterior means in noise coordinates; GAN: inverted latents (with `offset_weight`, a
         (latents, pooled-embedding offsets) pair)."""
         if self.family == "vae":
-            if inversion.get("offset_weight") is not None:
-                raise ValueError("offset_weight is a GAN-inversion setting; a VAE encodes its images")
+            for key in ("offset_weight", "style_weight"):
+                if inversion.get(key) is not None:
+                    raise ValueError(f"{key} is a GAN-inversion setting; a VAE encodes its images")
             return self.encode(images, captions)
         for key in ("offset_weight", "lpips_weight"):
             if key not in inversion:  # an explicit None (offset) or value is the caller's choice
@@ -239,13 +262,13 @@ class Editor:
 
     def _regenerate(self, latents, captions: str | list[str], n: int, source: list[str] | None = None,
                     strength: float = 1.0) -> torch.Tensor:
-        z, offset = latents if isinstance(latents, tuple) else (latents, None)
+        z, offset, styles = (tuple(latents) + (None,) * 2)[:3] if isinstance(latents, tuple) else (latents, None, None)
         text = self._texts(captions, n)
         if strength != 1.0:  # pooled: source + strength x (target - source); the tokens are the target's
             base = self._texts(source, n).pooled
             text = TextEmbedding(text.tokens, text.mask, base + strength * (text.pooled - base))
         with torch.no_grad():
-            return self.model(z, self._shifted(text, offset)).float()
+            return self._generate(z, self._shifted(text, offset), styles).float()
 
     def reconstruct(self, images: torch.Tensor, captions: str | list[str] | None = None, steps: int = 300,
                     seed: int = 0, **inversion) -> torch.Tensor:
