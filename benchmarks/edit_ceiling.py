@@ -28,6 +28,10 @@ SETTINGS = {  # name -> Editor.reconstruct keywords
                                                            "style_weight": 0.01},
     "z + offset 0.1 + styles 0.1, 300 steps, LPIPS 0.3": {"steps": 300, "lpips_weight": 0.3, "offset_weight": 0.1,
                                                           "style_weight": 0.1},
+    "z + offset 0.1 + styles 0.001, 300 steps, LPIPS 0.3": {"steps": 300, "lpips_weight": 0.3, "offset_weight": 0.1,
+                                                            "style_weight": 0.001},
+    "z + offset 0.1 + styles 0.01, 1000 steps, LPIPS 0.3": {"steps": 1000, "lpips_weight": 0.3, "offset_weight": 0.1,
+                                                            "style_weight": 0.01},
 }
 
 

@@ -176,44 +176,56 @@ def test_gan_inversion_with_a_caption_offset(gan_editor, vae_editor, held_out):
         vae_editor.edit(held_out[0][:2], "a dress", source="a shirt", style_weight=0.1)
 
 
-def test_gan_inversion_with_per_layer_style_offsets(gan_editor):
-    """A GAN-CLS generator's image drawn with its layers' scale and shift moved off what the caption
-    predicts: z + caption offset cannot reach it as closely as z + offset + fitted per-layer style
-    offsets. The edit keeps the styles; zero styles are the plain generator; bad settings are refused."""
+@pytest.mark.parametrize("arch", ["gan-cls", "dfgan"])
+def test_gan_inversion_with_per_layer_style_offsets(gan_editor, arch):
+    """An image drawn with the generator's conditional scales and shifts moved off what noise and
+    caption predict: z + caption offset cannot reach it as closely as z + offset + fitted per-layer
+    style offsets. The edit keeps the styles; zero styles are the plain generator; bad settings
+    are refused. Both generator architectures (their affine layers are found, not declared)."""
+    from wordcanvas.edit import style_layers, styled
     from wordcanvas.generate import TextToImage
     from wordcanvas.models.gan import GANCLSConfig, GANCLSGenerator
     from wordcanvas.models.layers import Affine
 
-    torch.manual_seed(0)
-    G = GANCLSGenerator(GANCLSConfig(resolution=16, channels=3, text_dim=16, z_dim=8, cond_dim=16, ngf=16))
-    for m in G.modules():
-        if isinstance(m, Affine):
-            torch.nn.init.normal_(m.mlp[-1].weight, std=0.2)
-    G.eval()  # BatchNorm on its running statistics, as a trained generator samples
-    editor = Editor(TextToImage(G, HashEncoder(), {"family": "gan"}))
+    if arch == "dfgan":
+        editor = gan_editor
+        G = editor.model
+    else:
+        torch.manual_seed(0)
+        G = GANCLSGenerator(GANCLSConfig(resolution=16, channels=3, text_dim=16, z_dim=8, cond_dim=16, ngf=16))
+        for m in G.modules():
+            if isinstance(m, Affine):
+                torch.nn.init.normal_(m.mlp[-1].weight, std=0.2)
+        G.eval()  # BatchNorm on its running statistics, as a trained generator samples
+        editor = Editor(TextToImage(G, HashEncoder(), {"family": "gan"}))
+    layers = style_layers(G)
+    assert len(layers) == (2 if arch == "gan-cls" else 8)  # at 4 and 8 px / 2 blocks x 2 fusions x 2 affines
     captions = ["a red square", "a blue block", "a small green box"]
     text = HashEncoder().encode(captions)
     z0 = G.sample_noise(3, torch.Generator().manual_seed(31))
-    assert G.style_shapes == [a.mlp[-1].out_features for a in G.affines] and len(G.style_shapes) == 2
-    drawn_styles = [0.5 * torch.randn(3, k, generator=torch.Generator().manual_seed(40 + i))
-                    for i, k in enumerate(G.style_shapes)]
+    drawn = [0.5 * torch.randn(3, layer.mlp[-1].out_features, generator=torch.Generator().manual_seed(40 + i))
+             for i, layer in enumerate(layers)]
     with torch.no_grad():
-        torch.testing.assert_close(G(z0, text, styles=[torch.zeros(3, k) for k in G.style_shapes]), G(z0, text),
-                                   rtol=0, atol=0)
-        targets = G(z0, text, styles=drawn_styles)
+        with styled(G, [torch.zeros_like(d) for d in drawn]):
+            zero = G(z0, text)
+        torch.testing.assert_close(zero, G(z0, text), rtol=0, atol=0)
+        with styled(G, drawn):
+            targets = G(z0, text)
+        assert not torch.allclose(targets, zero) and torch.equal(G(z0, text), zero)  # hooks gone after the block
     common = dict(steps=600, lr=0.05, candidates=4, seed=0, lpips_weight=0.0)
     z, offset = editor.invert(targets, captions, offset_weight=1e-3, **common)
     z_s, offset_s, styles = editor.invert(targets, captions, offset_weight=1e-3, style_weight=1e-4, **common)
-    assert [s.shape for s in styles] == [(3, k) for k in G.style_shapes]
+    assert [s.shape for s in styles] == [d.shape for d in drawn]
     with torch.no_grad():
         err_offset = (G(z, Editor._shifted(text, offset)) - targets).square().mean()
-        err_styles = (G(z_s, Editor._shifted(text, offset_s), styles=styles) - targets).square().mean()
+        with styled(G, styles):
+            err_styles = (G(z_s, Editor._shifted(text, offset_s)) - targets).square().mean()
     assert err_styles < 0.25 * err_offset, (float(err_styles), float(err_offset))
     # the edit: target caption + offset, with the fitted styles
     target_text = HashEncoder().encode(["a purple square"] * 3)
     edited = editor.edit_latents((z_s, offset_s, styles), "a purple square", captions, strength=1.0)
-    with torch.no_grad():
-        expected = G(z_s, Editor._shifted(target_text, offset_s), styles=styles)
+    with torch.no_grad(), styled(G, styles):
+        expected = G(z_s, Editor._shifted(target_text, offset_s))
     torch.testing.assert_close(edited, expected, rtol=0, atol=1e-6)
     short = dict(offset_weight=0.1, style_weight=0.1, steps=3, candidates=2)  # edit() = latents() + edit_latents()
     torch.testing.assert_close(editor.edit(targets, "a purple square", source=captions, strength=1.0, **short),
@@ -223,8 +235,8 @@ def test_gan_inversion_with_per_layer_style_offsets(gan_editor):
         editor.invert(targets, captions, offset_weight=None, style_weight=0.1, steps=2, candidates=2)
     with pytest.raises(ValueError, match="style_weight must be >= 0"):
         editor.invert(targets, captions, offset_weight=0.1, style_weight=-1.0, steps=2, candidates=2)
-    with pytest.raises(ValueError, match="GAN-CLS"):
-        gan_editor.invert(targets, captions, offset_weight=0.1, style_weight=0.1, steps=2, candidates=2)
+    with pytest.raises(ValueError, match="affine layers"), styled(G, drawn[:1]):
+        pass
 
 
 def test_interpolation_between_prompts_and_images(vae_editor, held_out):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,35 @@ def face_caption(attrs: dict[str, int], rng: np.random.Generator, also: tuple[st
     wanted = dict.fromkeys(["gender", "age", "hair_color", "hair_style", *present, *also])
     must = [k for k in wanted if k in mentionable(attrs)]
     return caption(attrs, rng, "train", must_mention=must, low=len(must), high=len(must))[0]
+
+
+def style_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The generator's conditional affine layers (models.layers.Affine: a per-channel scale and shift
+    predicted from noise and text), in a fixed order: what per-layer style offsets move."""
+    from wordcanvas.models.layers import Affine
+
+    return [m for m in model.modules() if isinstance(m, Affine)]
+
+
+@contextmanager
+def styled(model: torch.nn.Module, styles: list[torch.Tensor] | None):
+    """Within the block, each conditional affine layer's predicted (scale, shift) gets its offset from
+    `styles` (one (B, 2 x channels) tensor per `style_layers` entry): a per-image, per-layer latent
+    beside z, as StyleGAN inversion fits W+ rather than one w. Hooks, so any generator built from
+    those layers takes part without a change to its forward."""
+    if styles is None:
+        yield
+        return
+    layers = style_layers(model)
+    if len(styles) != len(layers):
+        raise ValueError(f"{len(styles)} style offsets for a generator with {len(layers)} affine layers")
+    handles = [layer.mlp.register_forward_hook(lambda _m, _in, out, offset=offset: out + offset)
+               for layer, offset in zip(layers, styles)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 class Editor:
@@ -191,7 +221,7 @@ class Editor:
         random starts, then Adam on z for `steps` steps (pixel MSE + LPIPS, a weak pull to the prior).
         With `offset_weight`, returns (latents, pooled-embedding offsets) fitted together (module doc);
         with `style_weight` as well, (latents, offsets, per-layer style offsets), the last L2-penalised
-        by that weight (GAN-CLS generators: offsets to each layer's conditional scale and shift)."""
+        by that weight (offsets to every conditional affine layer's scale and shift, `styled`)."""
         if self.family != "gan":
             raise ValueError("invert needs a GAN; a VAE encodes with encode()")
         if style_weight is not None:
@@ -199,9 +229,9 @@ class Editor:
                 raise ValueError("style_weight needs offset_weight (the styles ride on the fitted caption offset)")
             if style_weight < 0:
                 raise ValueError(f"style_weight must be >= 0, got {style_weight}")
-            if not hasattr(self.model, "style_shapes"):
-                raise ValueError(f"per-layer style offsets need a GAN-CLS generator; this one is a "
-                                 f"{type(self.model).__name__}: leave style_weight unset")
+            if not style_layers(self.model):
+                raise ValueError(f"per-layer style offsets need a generator with conditional affine layers; this "
+                                 f"one is a {type(self.model).__name__}: leave style_weight unset")
         G, images = self.model, self._check(images)
         n, text = len(images), self._texts(captions, len(images))
         g = torch.Generator().manual_seed(seed)
@@ -220,7 +250,8 @@ class Editor:
             groups.append({"params": [offset], "lr": lr * 0.1})
         styles = None
         if style_weight is not None:
-            styles = [torch.zeros(n, k, device=images.device, requires_grad=True) for k in G.style_shapes]
+            styles = [torch.zeros(n, layer.mlp[-1].out_features, device=images.device, requires_grad=True)
+                      for layer in style_layers(G)]
             groups.append({"params": styles, "lr": lr * 0.1})  # scale and shift are O(1), like the offset
         opt = torch.optim.Adam(groups)
         for _ in range(steps):
@@ -239,7 +270,8 @@ class Editor:
                                                                      [s.detach() for s in styles])
 
     def _generate(self, z: torch.Tensor, text: TextEmbedding, styles: list[torch.Tensor] | None) -> torch.Tensor:
-        return self.model(z, text) if styles is None else self.model(z, text, styles=styles)
+        with styled(self.model, styles):
+            return self.model(z, text)
 
     @staticmethod
     def _shifted(text: TextEmbedding, offset: torch.Tensor | None) -> TextEmbedding:

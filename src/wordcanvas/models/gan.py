@@ -143,20 +143,12 @@ class GANCLSGenerator(PretrainedModel):
         for m in self.convs:
             nn.init.normal_(m.weight, 0.0, 0.02)  # DCGAN initialisation
 
-    def forward(self, z: torch.Tensor, text: TextEmbedding, styles: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """styles: optional per-layer offsets to the conditional BatchNorm's (scale, shift), shapes
-        `style_shapes` (per-layer inversion for editing; None in training and sampling)."""
+    def forward(self, z: torch.Tensor, text: TextEmbedding) -> torch.Tensor:
         cond = torch.cat([z, lrelu(self.text_proj(text.pooled))], dim=1)
         x = cond[:, :, None, None]
-        styles = styles if styles is not None else [None] * len(self.affines)
-        for conv, norm, affine, style in zip(self.convs, self.norms, self.affines, styles, strict=True):
-            x = F.relu(affine(norm(conv(x)), cond, style))
+        for conv, norm, affine in zip(self.convs, self.norms, self.affines):
+            x = F.relu(affine(norm(conv(x)), cond))
         return torch.tanh(self.to_rgb(x))
-
-    @property
-    def style_shapes(self) -> list[int]:
-        """Per-layer size of the (scale, shift) vectors that `forward`'s styles offset."""
-        return [a.mlp[-1].out_features for a in self.affines]
 
     def sample_noise(self, n: int, generator: torch.Generator | None = None, truncation: float | None = None,
                      mode: str = "resample", device=None) -> torch.Tensor:

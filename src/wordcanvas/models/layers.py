@@ -54,12 +54,8 @@ class Affine(nn.Module):
         with torch.no_grad():
             self.mlp[-1].bias.copy_(torch.cat([torch.ones(channels), torch.zeros(channels)]))
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
-        """offset: (B, 2 * channels) added to the predicted (scale, shift), e.g. fitted by GAN inversion."""
-        style = self.mlp(cond)
-        if offset is not None:
-            style = style + offset
-        gamma, beta = style[:, :, None, None].chunk(2, dim=1)
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.mlp(cond)[:, :, None, None].chunk(2, dim=1)
         return torch.addcmul(beta, x, gamma)
 
 
