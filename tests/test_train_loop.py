@@ -14,6 +14,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -425,7 +426,7 @@ def test_two_process_gloo_run_syncs_and_only_rank0_writes(tmp_path):
 
 # --- command line ----------------------------------------------------------------------------
 
-def test_cli_train_then_generate(tmp_path, monkeypatch):
+def test_cli_train_then_generate(tmp_path, monkeypatch, capsys):
     from wordcanvas.cli import main
 
     monkeypatch.setenv("WORDCANVAS_CACHE", str(tmp_path / "cache"))
@@ -462,3 +463,16 @@ def test_cli_train_then_generate(tmp_path, monkeypatch):
     files = sorted(folder_out.iterdir())
     assert [f.name for f in files] == ["000-a-red-square-seed4.png", "000-a-red-square-seed5.png"]
     assert Image.open(files[1]).text["prompt"] == "a red square" and Image.open(files[1]).text["seed"] == "5"
+
+    # editing a GAN by inversion from the command line, with per-layer style offsets
+    edited, plain = tmp_path / "edited.png", tmp_path / "plain.png"
+    common = [str(folder / "00.png"), "--text", "a blue block", "--source-caption", data.captions(0)[0],
+              "--model", str(run), "--steps", "3", "--threads", "1"]
+    assert main(["edit", *common, "--style-weight", "0.01", "--out", str(edited)]) == 0
+    assert main(["edit", *common, "--out", str(plain)]) == 0
+    assert Image.open(edited).size == (16, 16)
+    assert np.asarray(Image.open(edited)).tolist() != np.asarray(Image.open(plain)).tolist()  # the styles are used
+    capsys.readouterr()
+    assert main(["edit", *common, "--style-weight", "0.01", "--no-offset", "--out", str(tmp_path / "no.png")]) != 0
+    assert "style_weight needs offset_weight" in capsys.readouterr().err
+    assert not (tmp_path / "no.png").exists()

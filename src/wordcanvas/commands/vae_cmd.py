@@ -15,6 +15,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="GAN inversion: weight of the L2 penalty on the fitted caption-embedding offset (default 0.1)")
     p.add_argument("--no-offset", dest="no_offset", action="store_true",
                    help="GAN inversion: fit the latent only, no caption-embedding offset")
+    p.add_argument("--style-weight", dest="style_weight", type=float,
+                   help="GAN inversion: also fit per-layer style offsets (each conditional layer's scale and "
+                        "shift) with this L2 weight: closer reconstructions; default off")
     p.add_argument("--seed", type=int, default=0, help="GAN inversion starts / caption phrasing")
     p.add_argument("--dataset", help="dataset the model was trained on, for predicting a missing source caption "
                                      "(default: read from the run's config.json)")
@@ -57,6 +60,8 @@ def _inversion(args) -> dict:
         extra["offset_weight"] = None
     elif args.offset_weight is not None:
         extra["offset_weight"] = args.offset_weight
+    if args.style_weight is not None:
+        extra["style_weight"] = args.style_weight
     return extra
 
 
