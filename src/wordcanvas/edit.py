@@ -15,6 +15,8 @@ target caption's embedding, so only the caption's change moves the image (an edi
 text-embedding space, as null-text inversion fits the conditioning rather than the noise alone).
 GAN editing defaults (GAN_EDIT_DEFAULTS): offset weight 0.1, LPIPS weight 0.3, strength 1.5, the
 best trade-off measured on 504 toy-face edits (docs/edit_toy-faces); offset_weight=None inverts z only.
+With `style_weight` the inversion also fits per-layer offsets to every conditional layer's scale and
+shift (`styled`; W+-like), kept in the edit: closer reconstructions, at the same caption change.
 
 Without a source caption the editor predicts one with the dataset's probe classifiers and caption
 grammar (built-in datasets only: the dataset is read from the run's config.json or given).
