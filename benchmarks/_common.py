@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -103,4 +104,4 @@ def command_line() -> str:
         script = script.relative_to(ROOT)
     except ValueError:
         pass
-    return " ".join(["python", str(script), *sys.argv[1:]])
+    return shlex.join(["python", str(script), *sys.argv[1:]])  # quoted: the line can be pasted back
