@@ -151,7 +151,7 @@ def score(edits: list[dict], pred_src: dict, pred_out: dict) -> dict:
     """Success, preservation (see module doc) overall and per edited attribute."""
     from collections import defaultdict
 
-    per = defaultdict(lambda: [0, 0])
+    per, kept = defaultdict(lambda: [0, 0]), defaultdict(lambda: [0, 0])
     ok_total, keep, keep_n = 0, 0, 0
     for j, e in enumerate(edits):
         attr, want = e["attr"], e["target"][e["attr"]]
@@ -164,10 +164,14 @@ def score(edits: list[dict], pred_src: dict, pred_out: dict) -> dict:
                 continue
             if attr == "hair_style" and name in ("hair_color", "hat"):
                 continue  # changed with it when going bald or growing hair
-            keep += int(pred_out[name][j]) == int(pred_src[name][j])
+            same = int(pred_out[name][j]) == int(pred_src[name][j])
+            keep += same
             keep_n += 1
+            kept[name][0] += same
+            kept[name][1] += 1
     return {"success": ok_total / len(edits), "preservation": keep / max(keep_n, 1), "n": len(edits),
-            "per_attribute_success": {k: v[0] / v[1] for k, v in sorted(per.items())}}
+            "per_attribute_success": {k: v[0] / v[1] for k, v in sorted(per.items())},
+            "per_attribute_preservation": {k: v[0] / v[1] for k, v in sorted(kept.items())}}
 
 
 def main(argv=None) -> int:
@@ -247,8 +251,12 @@ def main(argv=None) -> int:
     per_rows = [{"attribute": a, **{n: r["per_attribute_success"].get(a) for n, r in results["methods"].items()}}
                 for a in attrs]
     per_cols = [("attribute", "attribute", "")] + [(f"{n} success", n, ">.3f") for n in results["methods"]]
+    kept_rows = [{"attribute": a, **{n: r["per_attribute_preservation"].get(a) for n, r in results["methods"].items()}}
+                 for a in sorted({a for r in results["methods"].values() for a in r["per_attribute_preservation"]})]
+    kept_cols = [("attribute (not edited)", "attribute", "")] + [(f"{n} kept", n, ">.3f") for n in results["methods"]]
     text = ["# Text-guided editing on toy faces (held-out renders)", "", f"Command: `{results['command']}`.", "",
             markdown_table(rows, cols), "", markdown_table(per_rows, per_cols), "",
+            markdown_table(kept_rows, kept_cols), "",
             "Success: the probe reads the edited attribute's new value. Preservation: other attributes' probe "
             "readings unchanged from the source image. Targets: success >= 0.85, preservation >= 0.90 "
             "(better method). gan+offset(w): the inversion also fits an offset to the source caption's pooled "
