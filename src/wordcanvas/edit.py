@@ -283,7 +283,8 @@ class Editor:
     def latents(self, images: torch.Tensor, captions: list[str], steps: int = 300, seed: int = 0, **inversion
                 ) -> torch.Tensor:
         """VAE: posterior means in noise coordinates; GAN: inverted latents (with `offset_weight`, a
-        (latents, pooled-embedding offsets) pair)."""
+        (latents, pooled-embedding offsets) pair; with `style_weight` too, a triple ending with the
+        per-layer style offsets)."""
         if self.family == "vae":
             for key in ("offset_weight", "style_weight"):
                 if inversion.get(key) is not None:
@@ -296,7 +297,7 @@ class Editor:
 
     def _regenerate(self, latents, captions: str | list[str], n: int, source: list[str] | None = None,
                     strength: float = 1.0) -> torch.Tensor:
-        z, offset, styles = (tuple(latents) + (None,) * 2)[:3] if isinstance(latents, tuple) else (latents, None, None)
+        z, offset, styles = (*latents, None)[:3] if isinstance(latents, tuple) else (latents, None, None)
         text = self._texts(captions, n)
         if strength != 1.0:  # pooled: source + strength x (target - source); the tokens are the target's
             base = self._texts(source, n).pooled
