@@ -3,8 +3,8 @@ summaries, markdown tables and result files."""
 from __future__ import annotations
 
 import os
-import statistics
 import shlex
+import statistics
 import sys
 import time
 from pathlib import Path

@@ -89,7 +89,7 @@ PRESETS = {
 # through the generator; its cost does not depend on its weight) and minibatch standard deviation.
 PRESETS["gan-cls-ms"] = {**PRESETS["gan-cls"], "mode_seeking": 1.0}
 PRESETS["gan-cls-mbstd"] = {**PRESETS["gan-cls"], "discriminator": {**PRESETS["gan-cls"]["discriminator"], "mbstd_group": 4}}
-PRESETS["gan-cls-64-ms"] = {**PRESETS["gan-cls-64"], "mode_seeking": 1.0}
+PRESETS["gan-cls-64-ms"] = {**PRESETS["gan-cls-64"], "mode_seeking": 1.0}  # the toy-faces recipe with the term
 TRAIN_ROWS = [  # (family, encoder, dataset, resolution, preset)
     ("gan", "minilm", "fashion-mnist", 32, "default"),
     ("gan", "minilm", "fashion-mnist", 32, "gan-cls"),
