@@ -47,7 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--gan-style-weights", dest="gan_style_weights", default="",
                    help="comma list: also run GAN inversion that fits, besides the offset (the first "
                         "--gan-offset-weights value), per-layer style offsets with this L2 weight "
-                        "(method 'gan+offset(o)+style(w)'; GAN-CLS generators)")
+                        "(method 'gan+offset(o)+style(w)'; wordcanvas.edit.styled)")
     p.add_argument("--strengths", default="1",
                    help="comma list of edit strengths (Editor.edit): each value above 1 adds a row per GAN method")
     p.add_argument("--no-plain-gan", dest="plain_gan", action="store_false",

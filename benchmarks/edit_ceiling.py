@@ -78,8 +78,8 @@ def main(argv=None) -> int:
         if kept.get("n") == args.n:
             for name, row in kept["rows"].items():
                 row.setdefault("command", kept["command"])
-            results["rows"] = {**{k: v for k, v in kept["rows"].items() if k not in results["rows"]}, **results["rows"]}
-    results["rows"] = {name: results["rows"][name] for name in SETTINGS if name in results["rows"]}
+            results["rows"] = {**kept["rows"], **results["rows"]}
+    results["rows"] = {name: results["rows"][name] for name in SETTINGS if name in results["rows"]}  # table order
     write_json(earlier, results)
     write_report(out, results)
     print(f"wrote {out / 'ceiling.md'}", file=sys.stderr)
@@ -98,6 +98,7 @@ def write_report(out: Path, results: dict) -> None:
         f"Share of the probe's attribute readings that a reconstruction (inversion under the source caption, "
         f"regenerated under the same caption) keeps, on the first {results['n']} edits of benchmarks/edit.py:", "",
         markdown_table(rows, cols), ""]))
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -226,12 +226,13 @@ class Editor:
         by that weight (offsets to every conditional affine layer's scale and shift, `styled`)."""
         if self.family != "gan":
             raise ValueError("invert needs a GAN; a VAE encodes with encode()")
+        layers = style_layers(self.model) if style_weight is not None else []
         if style_weight is not None:
             if offset_weight is None:
                 raise ValueError("style_weight needs offset_weight (the styles ride on the fitted caption offset)")
             if style_weight < 0:
                 raise ValueError(f"style_weight must be >= 0, got {style_weight}")
-            if not style_layers(self.model):
+            if not layers:
                 raise ValueError(f"per-layer style offsets need a generator with conditional affine layers; this "
                                  f"one is a {type(self.model).__name__}: leave style_weight unset")
         G, images = self.model, self._check(images)
@@ -253,7 +254,7 @@ class Editor:
         styles = None
         if style_weight is not None:
             styles = [torch.zeros(n, layer.mlp[-1].out_features, device=images.device, requires_grad=True)
-                      for layer in style_layers(G)]
+                      for layer in layers]
             groups.append({"params": styles, "lr": lr * 0.1})  # scale and shift are O(1), like the offset
         opt = torch.optim.Adam(groups)
         for _ in range(steps):
