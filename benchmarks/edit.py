@@ -188,13 +188,13 @@ def main(argv=None) -> int:
     if args.smoke:
         args.vae, args.gan = (str(p) for p in smoke_models(ROOT / "runs" / "edit_smoke", args.threads))
     probe, lpips = load_probe("toy-faces"), LPIPS("alex")
-    methods = {name: (Editor.from_pretrained(path, dataset="toy-faces"), {} if name == "vae" else {"offset_weight": None})
+    methods = {name: (Editor.from_pretrained(path, dataset="toy-faces"), {} if name == "vae" else {"offset_weight": None, "style_weight": None})
                for name, path in (("vae", args.vae), ("gan", args.gan)) if path}  # "gan": the latent alone
     offset_weights = [float(w) for w in args.gan_offset_weights.split(",") if w.strip()]
     if args.gan and offset_weights:
         gan_editor = methods["gan"][0]
         for w in offset_weights:
-            methods[f"gan+offset({w:g})"] = (gan_editor, {"offset_weight": w})
+            methods[f"gan+offset({w:g})"] = (gan_editor, {"offset_weight": w, "style_weight": None})
         for w in (float(w) for w in args.gan_style_weights.split(",") if w.strip()):
             methods[f"gan+offset({offset_weights[0]:g})+style({w:g})"] = (
                 gan_editor, {"offset_weight": offset_weights[0], "style_weight": w})

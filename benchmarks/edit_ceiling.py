@@ -22,15 +22,15 @@ from pathlib import Path
 from _common import command_line, machine_info, markdown_table, write_json
 
 SETTINGS = {  # name -> Editor.reconstruct keywords
-    "z only, 100 steps, LPIPS 1": {"steps": 100, "lpips_weight": 1.0, "offset_weight": None},
-    "z + offset 0.1, 100 steps, LPIPS 1": {"steps": 100, "lpips_weight": 1.0, "offset_weight": 0.1},
-    "z + offset 0.1, 300 steps, LPIPS 1": {"steps": 300, "lpips_weight": 1.0, "offset_weight": 0.1},
-    "z + offset 0.1, 300 steps, LPIPS 0.3 (default)": {"steps": 300, "lpips_weight": 0.3, "offset_weight": 0.1},
+    "z only, 100 steps, LPIPS 1": {"steps": 100, "lpips_weight": 1.0, "offset_weight": None, "style_weight": None},
+    "z + offset 0.1, 100 steps, LPIPS 1": {"steps": 100, "lpips_weight": 1.0, "offset_weight": 0.1, "style_weight": None},
+    "z + offset 0.1, 300 steps, LPIPS 1": {"steps": 300, "lpips_weight": 1.0, "offset_weight": 0.1, "style_weight": None},
+    "z + offset 0.1, 300 steps, LPIPS 0.3": {"steps": 300, "lpips_weight": 0.3, "offset_weight": 0.1, "style_weight": None},
     "z + offset 0.1 + styles 0.01, 300 steps, LPIPS 0.3": {"steps": 300, "lpips_weight": 0.3, "offset_weight": 0.1,
                                                            "style_weight": 0.01},
     "z + offset 0.1 + styles 0.1, 300 steps, LPIPS 0.3": {"steps": 300, "lpips_weight": 0.3, "offset_weight": 0.1,
                                                           "style_weight": 0.1},
-    "z + offset 0.1 + styles 0.001, 300 steps, LPIPS 0.3": {"steps": 300, "lpips_weight": 0.3, "offset_weight": 0.1,
+    "z + offset 0.1 + styles 0.001, 300 steps, LPIPS 0.3 (default)": {"steps": 300, "lpips_weight": 0.3, "offset_weight": 0.1,
                                                             "style_weight": 0.001},
     "z + offset 0.1 + styles 0.01, 1000 steps, LPIPS 0.3": {"steps": 1000, "lpips_weight": 0.3, "offset_weight": 0.1,
                                                             "style_weight": 0.01},

@@ -231,6 +231,18 @@ def test_gan_inversion_with_per_layer_style_offsets(gan_editor, arch):
     torch.testing.assert_close(editor.edit(targets, "a purple square", source=captions, strength=1.0, **short),
                                editor.edit_latents(editor.latents(targets, captions, **short), "a purple square",
                                                    captions, strength=1.0), rtol=0, atol=0)
+    # the library defaults: styles at GAN_EDIT_DEFAULTS' weight beside the offset; none without the offset
+    from wordcanvas.edit import GAN_EDIT_DEFAULTS
+
+    brief = dict(steps=3, candidates=2)
+    filled = editor.latents(targets, captions, **brief)
+    spelled = editor.latents(targets, captions, offset_weight=GAN_EDIT_DEFAULTS["offset_weight"],
+                             style_weight=GAN_EDIT_DEFAULTS["style_weight"],
+                             lpips_weight=GAN_EDIT_DEFAULTS["lpips_weight"], **brief)
+    assert len(filled) == 3 and all(torch.equal(a, b) for a, b in zip(filled[:2], spelled[:2]))
+    assert all(torch.equal(a, b) for a, b in zip(filled[2], spelled[2]))
+    assert len(editor.latents(targets, captions, style_weight=None, **brief)) == 2
+    assert torch.is_tensor(editor.latents(targets, captions, offset_weight=None, **brief))
     with pytest.raises(ValueError, match="needs offset_weight"):
         editor.invert(targets, captions, offset_weight=None, style_weight=0.1, steps=2, candidates=2)
     with pytest.raises(ValueError, match="style_weight must be >= 0"):

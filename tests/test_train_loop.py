@@ -469,9 +469,14 @@ def test_cli_train_then_generate(tmp_path, monkeypatch, capsys):
     common = [str(folder / "00.png"), "--text", "a blue block", "--source-caption", data.captions(0)[0],
               "--model", str(run), "--steps", "3", "--threads", "1"]
     assert main(["edit", *common, "--style-weight", "0.01", "--out", str(edited)]) == 0
-    assert main(["edit", *common, "--out", str(plain)]) == 0
+    assert main(["edit", *common, "--no-styles", "--out", str(plain)]) == 0
     assert Image.open(edited).size == (16, 16)
-    assert np.asarray(Image.open(edited)).tolist() != np.asarray(Image.open(plain)).tolist()  # the styles are used
+    pixels = lambda path: np.asarray(Image.open(path)).tolist()  # noqa: E731
+    assert pixels(edited) != pixels(plain)  # the styles are used
+    default, spelled = tmp_path / "default.png", tmp_path / "spelled.png"  # styles at 0.001 by default
+    assert main(["edit", *common, "--out", str(default)]) == 0
+    assert main(["edit", *common, "--style-weight", "0.001", "--out", str(spelled)]) == 0
+    assert pixels(default) == pixels(spelled) and pixels(default) != pixels(plain)
     capsys.readouterr()
     assert main(["edit", *common, "--style-weight", "0.01", "--no-offset", "--out", str(tmp_path / "no.png")]) != 0
     assert "style_weight needs offset_weight" in capsys.readouterr().err

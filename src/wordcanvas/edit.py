@@ -13,10 +13,12 @@ pooled embedding (L2-penalised by that weight), which holds what neither z nor t
 (attributes the caption leaves out, the exact look); the edit then adds the same offset to the
 target caption's embedding, so only the caption's change moves the image (an edit direction in
 text-embedding space, as null-text inversion fits the conditioning rather than the noise alone).
-GAN editing defaults (GAN_EDIT_DEFAULTS): offset weight 0.1, LPIPS weight 0.3, strength 1.5, the
-best trade-off measured on 504 toy-face edits (docs/edit_toy-faces); offset_weight=None inverts z only.
 With `style_weight` the inversion also fits per-layer offsets to every conditional layer's scale and
 shift (`styled`; W+-like), kept in the edit: closer reconstructions, at the same caption change.
+GAN editing defaults (GAN_EDIT_DEFAULTS): offset weight 0.1, style weight 0.001 (where the generator
+has conditional affine layers), LPIPS weight 0.3, strength 1.5, the best trade-off measured on 504
+toy-face edits (docs/edit_toy-faces); style_weight=None leaves the styles out, offset_weight=None
+inverts z only.
 
 Without a source caption the editor predicts one with the dataset's probe classifiers and caption
 grammar (built-in datasets only: the dataset is read from the run's config.json or given).
@@ -37,7 +39,7 @@ from wordcanvas.text.base import TextEmbedding
 
 EDITABLE_FAMILIES = ("vae", "gan")
 # GAN inversion and edit settings when the caller gives none (benchmarks/edit.py measured them)
-GAN_EDIT_DEFAULTS = {"offset_weight": 0.1, "lpips_weight": 0.3, "strength": 1.5}
+GAN_EDIT_DEFAULTS = {"offset_weight": 0.1, "style_weight": 0.001, "lpips_weight": 0.3, "strength": 1.5}
 
 
 def load_image(path: str | os.PathLike, channels: int, resolution: int) -> torch.Tensor:
@@ -294,6 +296,9 @@ class Editor:
         for key in ("offset_weight", "lpips_weight"):
             if key not in inversion:  # an explicit None (offset) or value is the caller's choice
                 inversion[key] = GAN_EDIT_DEFAULTS[key]
+        if "style_weight" not in inversion:  # styles ride on the offset, and need affine layers to move
+            wanted = inversion["offset_weight"] is not None and style_layers(self.model)
+            inversion["style_weight"] = GAN_EDIT_DEFAULTS["style_weight"] if wanted else None
         return self.invert(images, captions, steps=steps, seed=seed, **inversion)
 
     def _regenerate(self, latents, captions: str | list[str], n: int, source: list[str] | None = None,

@@ -14,10 +14,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--offset-weight", dest="offset_weight", type=float,
                    help="GAN inversion: weight of the L2 penalty on the fitted caption-embedding offset (default 0.1)")
     p.add_argument("--no-offset", dest="no_offset", action="store_true",
-                   help="GAN inversion: fit the latent only, no caption-embedding offset")
+                   help="GAN inversion: fit the latent only, no caption-embedding offset (and no style offsets)")
     p.add_argument("--style-weight", dest="style_weight", type=float,
-                   help="GAN inversion: also fit per-layer style offsets (each conditional layer's scale and "
-                        "shift) with this L2 weight: closer reconstructions; default off")
+                   help="GAN inversion: L2 weight of the per-layer style offsets (each conditional layer's scale "
+                        "and shift), fitted beside the caption offset for closer reconstructions (default 0.001)")
+    p.add_argument("--no-styles", dest="no_styles", action="store_true",
+                   help="GAN inversion: no per-layer style offsets (latent and caption offset only)")
     p.add_argument("--seed", type=int, default=0, help="GAN inversion starts / caption phrasing")
     p.add_argument("--dataset", help="dataset the model was trained on, for predicting a missing source caption "
                                      "(default: read from the run's config.json)")
@@ -60,7 +62,9 @@ def _inversion(args) -> dict:
         extra["offset_weight"] = None
     elif args.offset_weight is not None:
         extra["offset_weight"] = args.offset_weight
-    if args.style_weight is not None:
+    if args.no_styles:
+        extra["style_weight"] = None
+    elif args.style_weight is not None:
         extra["style_weight"] = args.style_weight
     return extra
 
