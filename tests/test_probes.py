@@ -282,3 +282,22 @@ def test_dual_encoder_refuses_another_text_encoder():
 
     with pytest.raises(ValueError, match="fingerprint"):
         load_dual_encoder("fashion-mnist", encoder=OtherEncoder())
+
+
+def test_evaluation_generator_samples_at_the_given_truncation():
+    """`wordcanvas evaluate --truncation t` draws every image's noise truncated at t (the same
+    images as TextToImage at t with the per-image seeds), and without it the model's own setting."""
+    from wordcanvas.commands.metrics_cmd import generator_fn, image_seed
+    from wordcanvas.generate import TextToImage
+    from wordcanvas.models.defaults import resolve_model
+
+    folder = resolve_model("fashion-mnist")
+    t2i = TextToImage.from_pretrained(folder)
+    prompts = ["a coat", "a sneaker", "a bag"]
+    truncated = generator_fn(str(folder), truncation=0.3)(prompts, 5)
+    expected = torch.cat([t2i([p], n=1, seed=image_seed(5, i), truncation=0.3) for i, p in enumerate(prompts)])
+    torch.testing.assert_close(truncated, expected, rtol=0, atol=1e-5)  # prompts embedded in one batch there
+    plain = generator_fn(str(folder))(prompts, 5)
+    own = torch.cat([t2i([p], n=1, seed=image_seed(5, i)) for i, p in enumerate(prompts)])
+    torch.testing.assert_close(plain, own, rtol=0, atol=1e-5)
+    assert not torch.allclose(plain, truncated)

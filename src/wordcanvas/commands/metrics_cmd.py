@@ -21,6 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="test", help="'test', or 'heldout' for toy-faces' held-out combinations")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=100, help="prompts per generator call")
+    p.add_argument("--truncation", type=float,
+                   help="sample --model at this truncation (GAN: noise resampled beyond it; VAE: prior temperature); "
+                        "default: the model's own setting")
     p.add_argument("--backend", default="auto",
                    help="Inception backend: auto, onnxruntime, torchscript-frozen or torchscript")
     p.add_argument("--device", default="cpu")
@@ -35,8 +38,9 @@ def image_seed(call_seed: int, index: int) -> int:
     return (call_seed * 100_003 + index) % 2**62
 
 
-def generator_fn(model_dir: str, device: str = "cpu"):
-    """generate_fn(prompts, seed) -> NCHW [-1, 1] for a saved text-to-image model, one noise draw per image.
+def generator_fn(model_dir: str, device: str = "cpu", truncation: float | None = None):
+    """generate_fn(prompts, seed) -> NCHW [-1, 1] for a saved text-to-image model, one noise draw per image
+    (at `truncation`, else the model's own setting).
 
     TextToImage(prompts, seed=s) gives every prompt of a call the same noise vector; the protocol
     needs independent noise per image, so each image is drawn by its own call (the prompts'
@@ -52,14 +56,15 @@ def generator_fn(model_dir: str, device: str = "cpu"):
         raise ValueError(f"this installation cannot load generators ({e})") from None
     t2i = TextToImage.from_pretrained(model_dir, device=device)
     per_image_seeds = "seeds" in inspect.signature(t2i.__call__).parameters
+    chosen = {} if truncation is None else {"truncation": truncation}
 
     def generate(prompts: list[str], seed: int) -> torch.Tensor:
         seeds = [image_seed(seed, i) for i in range(len(prompts))]
         if per_image_seeds:
-            return t2i(prompts, seeds=seeds)
+            return t2i(prompts, seeds=seeds, **chosen)
         if getattr(t2i, "encoder", None) is not None and len(prompts) <= getattr(t2i, "cache_size", 0):
             t2i.embed(list(prompts))  # one batched encoder call; the calls below hit the cache
-        return torch.cat([t2i([p], n=1, seed=s) for p, s in zip(prompts, seeds)])
+        return torch.cat([t2i([p], n=1, seed=s, **chosen) for p, s in zip(prompts, seeds)])
 
     return generate
 
@@ -82,10 +87,13 @@ def run(args: argparse.Namespace) -> int:
     else:
         if not args.data:
             raise ValueError("--model needs --data DATASET (whose prompts, probes and real images judge it)")
-        result = evaluate_generator(generator_fn(args.model, args.device), args.data, n=args.n, heldout=args.heldout,
-                                    split=args.split, seed=args.seed, batch_size=args.batch_size, extractor=extractor,
+        generate = generator_fn(args.model, args.device, args.truncation)
+        result = evaluate_generator(generate, args.data, n=args.n, heldout=args.heldout, split=args.split,
+                                    seed=args.seed, batch_size=args.batch_size, extractor=extractor,
                                     progress=progress)
         result["model"] = args.model
+        if args.truncation is not None:
+            result["truncation"] = args.truncation
     write_result(result, args.out, args.md)
     clean = {k: v for k, v in result.items() if not k.startswith("_")}
     print(to_markdown(clean))
