@@ -11,11 +11,13 @@ model's own setting, no truncation for the shipped models) with `wordcanvas.metr
 against the test split at n = --n, probe accuracy (per attribute; mean attribute accuracy = the mean
 of the per-attribute accuracies), R-precision and same-prompt LPIPS diversity; and the probe on the
 held-out paraphrases (probe and R-precision only). Nothing is trained.
-Writes <out>/results.json, <out>/README.md and <out>/samples-<t>.png (first 64 images).
+Writes <out>/results.json (after every truncation; a rerun with the same model, data, n and seed
+keeps the truncations already there), <out>/README.md and <out>/samples-<t>.png (first 64 images).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 
@@ -25,6 +27,14 @@ from _common import command_line, machine_info, markdown_table, write_json
 def mean_attribute(probe: dict) -> float:
     accs = [v["accuracy"] for v in probe["per_attribute"].values()]
     return sum(accs) / len(accs)
+
+
+def summary(name: str, main_ev: dict, para: dict) -> dict:
+    return {"truncation": name, "fid": main_ev["fid"], "precision": main_ev["precision"],
+            "recall": main_ev["recall"], "all_correct": main_ev["probe"]["all_correct"],
+            "mean_attr": mean_attribute(main_ev["probe"]), "mean_attr_para": mean_attribute(para["probe"]),
+            "rprec": main_ev["r_precision"]["r_precision"],
+            "diversity": (main_ev.get("diversity") or {}).get("lpips_diversity")}
 
 
 def main(argv=None) -> int:
@@ -53,10 +63,18 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     extractor = InceptionFeatures()
-    rows, results = [], {"command": command_line(), "machine": machine_info(threads=args.threads),
-                         "model": args.model, "data": args.data, "n": args.n, "seed": args.seed, "truncations": {}}
+    results = {"command": command_line(), "machine": machine_info(threads=args.threads),
+               "model": args.model, "data": args.data, "n": args.n, "seed": args.seed, "truncations": {}}
+    kept = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
+    if all(kept.get(k) == results[k] for k in ("model", "data", "n", "seed")):  # a stopped run: keep its rows
+        results["truncations"] = kept["truncations"]
+    rows = []
     for t in truncations:
         name = "none" if t is None else f"{t:g}"
+        if name in results["truncations"]:
+            ev = results["truncations"][name]
+            rows.append(summary(name, ev["main"], ev["heldout_phrasing"]))
+            continue
         generate = generator_fn(args.model, "cpu", t)
         main_ev = evaluate_generator(generate, args.data, n=args.n, seed=args.seed, extractor=extractor,
                                      progress=args.progress)
@@ -67,11 +85,7 @@ def main(argv=None) -> int:
         if samples is not None:
             tensor_to_pil(make_grid(samples, nrow=8)).save(out / f"samples-{name}.png")
         results["truncations"][name] = {"main": main_ev, "heldout_phrasing": para}
-        rows.append({"truncation": name, "fid": main_ev["fid"], "precision": main_ev["precision"],
-                     "recall": main_ev["recall"], "all_correct": main_ev["probe"]["all_correct"],
-                     "mean_attr": mean_attribute(main_ev["probe"]), "mean_attr_para": mean_attribute(para["probe"]),
-                     "rprec": main_ev["r_precision"]["r_precision"],
-                     "diversity": (main_ev.get("diversity") or {}).get("lpips_diversity")})
+        rows.append(summary(name, main_ev, para))
         write_json(out / "results.json", results)  # after every truncation: a stopped run keeps what it has
         print(rows[-1], flush=True)
     cols = [("truncation", "truncation", ""), ("FID", "fid", ">.2f"), ("precision", "precision", ">.3f"),
@@ -79,8 +93,8 @@ def main(argv=None) -> int:
             ("mean attribute accuracy", "mean_attr", ">.3f"), ("the same, held-out phrasing", "mean_attr_para", ">.3f"),
             ("R-precision", "rprec", ">.3f"), ("LPIPS diversity", "diversity", ">.3f")]
     attrs = sorted(next(iter(results["truncations"].values()))["main"]["probe"]["per_attribute"])
-    per = [{"truncation": name, **{a: ev["main"]["probe"]["per_attribute"][a]["accuracy"] for a in attrs}}
-           for name, ev in results["truncations"].items()]
+    per = [{"truncation": r["truncation"], **{a: results["truncations"][r["truncation"]]["main"]["probe"]
+                                              ["per_attribute"][a]["accuracy"] for a in attrs}} for r in rows]
     (out / "README.md").write_text(
         f"# Truncation at sampling: {Path(args.model).name} on {args.data}\n\n"
         f"Command: `{command_line()}`. n = {args.n} images per row (the protocol's evaluation prompts, seed "
