@@ -301,3 +301,9 @@ def test_evaluation_generator_samples_at_the_given_truncation():
     own = torch.cat([t2i([p], n=1, seed=image_seed(5, i)) for i, p in enumerate(prompts)])
     torch.testing.assert_close(plain, own, rtol=0, atol=1e-5)
     assert not torch.allclose(plain, truncated)
+
+
+def test_evaluate_refuses_a_non_positive_truncation(capsys):
+    assert main(["evaluate", "--model", "fashion-mnist", "--data", "fashion-mnist", "--truncation", "0",
+                 "--n", "8", "--no-progress"]) != 0
+    assert "--truncation must be positive" in capsys.readouterr().err

@@ -87,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         if not args.data:
             raise ValueError("--model needs --data DATASET (whose prompts, probes and real images judge it)")
+        if args.truncation is not None and args.truncation <= 0:
+            raise ValueError(f"--truncation must be positive, got {args.truncation}")
         generate = generator_fn(args.model, args.device, args.truncation)
         result = evaluate_generator(generate, args.data, n=args.n, heldout=args.heldout, split=args.split,
                                     seed=args.seed, batch_size=args.batch_size, extractor=extractor,
