@@ -50,6 +50,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(method 'gan+offset(o)+style(w)'; wordcanvas.edit.styled)")
     p.add_argument("--strengths", default="1",
                    help="comma list of edit strengths (Editor.edit): each value above 1 adds a row per GAN method")
+    p.add_argument("--vae-strengths", dest="vae_strengths", default="1",
+                   help="comma list of edit strengths for the VAE (its library default is 1)")
+    p.add_argument("--local-blends", dest="local_blends", default="none",
+                   help="comma list of local-blend thresholds (Editor.edit's local_blend; 'none' = off): each adds "
+                        "a row per method and strength, from the same inversion")
+    p.add_argument("--no-offset-only", dest="offset_only", action="store_false",
+                   help="with --gan-style-weights: skip the offset-only inversion")
     p.add_argument("--no-plain-gan", dest="plain_gan", action="store_false",
                    help="with --gan-offset-weights: skip the z-only inversion")
     p.add_argument("--mention", choices=("edited", "all"), default="edited",
@@ -180,7 +187,7 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     torch.set_num_threads(args.threads)
-    from wordcanvas.edit import Editor
+    from wordcanvas.edit import Editor, blend_edit
     from wordcanvas.metrics.lpips import LPIPS
     from wordcanvas.metrics.probes import load_probe
     from wordcanvas.utils.io import make_grid, tensor_to_pil
@@ -200,17 +207,26 @@ def main(argv=None) -> int:
                 gan_editor, {"offset_weight": offset_weights[0], "style_weight": w})
         if not args.plain_gan:
             del methods["gan"]
+        if not args.offset_only and args.gan_style_weights.strip():
+            for w in offset_weights:
+                del methods[f"gan+offset({w:g})"]
     strengths = [float(a) for a in args.strengths.split(",") if a.strip()]
+    blends = {"" if b == "none" else f"local blend {float(b):g}": None if b == "none" else float(b)
+              for b in (t.strip() for t in args.local_blends.split(",")) if b}
+    vae_strengths = [float(a) for a in args.vae_strengths.split(",") if a.strip()]
     results = {"command": command_line(), "machine": machine_info(threads=args.threads),
                "settings": {"n": args.n, "gan_steps": args.gan_steps, "lpips_weight": args.lpips_weight,
                             "mention": args.mention, "gan_offset_weights": offset_weights,
                             "gan_style_weights": args.gan_style_weights,
-                            "strengths": strengths,
+                            "strengths": strengths, "vae_strengths": vae_strengths, "local_blends": list(blends.values()),
                             "seed": args.seed, "models": {"vae": args.vae, "gan": args.gan}}, "methods": {}}
     examples = []
     for base, (editor, extra) in methods.items():
-        # one inversion per image serves every strength: only the regeneration differs
-        variants = {base if a == 1 else f"{base}, strength {a:g}": a for a in (strengths if base != "vae" else [1.0])}
+        # one inversion per image serves every strength and blend: only the regeneration differs
+        variants = {}
+        for a in (strengths if base != "vae" else vae_strengths):
+            for label, blend in blends.items():
+                variants[", ".join([base] + ([f"strength {a:g}"] if a != 1 else []) + ([label] if label else []))] = (a, blend)
         faces, edits = plan_edits(args.n, args.seed, editor.resolution, args.mention)
         inversion_s, regen_s = 0.0, dict.fromkeys(variants, 0.0)
         outs, sources = {name: [] for name in variants}, []
@@ -222,9 +238,15 @@ def main(argv=None) -> int:
             t0 = time.time()
             latents = editor.latents(x, source, steps=args.gan_steps, seed=args.seed, **weights, **extra)
             inversion_s += time.time() - t0
-            for name, a in variants.items():
+            edited, changes = {}, {}
+            for name, (a, blend) in variants.items():
                 t0 = time.time()
-                outs[name].append(editor.edit_latents(latents, target, source, a).cpu())
+                if a not in edited:  # Editor.edit_latents with local_blend, its two halves shared by the rows
+                    edited[a] = editor.edit_latents(latents, target, source, a)
+                if blend is not None and a not in changes:
+                    changes[a] = editor.change_map(source, target, a, seed=args.seed)
+                y = edited[a] if blend is None else blend_edit(x.to(edited[a].device), edited[a], changes[a], blend)
+                outs[name].append(y.cpu())
                 regen_s[name] += time.time() - t0
             sources.append(x)
         x = torch.cat(sources)
@@ -261,7 +283,8 @@ def main(argv=None) -> int:
             "readings unchanged from the source image. Targets: success >= 0.85, preservation >= 0.90 "
             "(better method). gan+offset(w): the inversion also fits an offset to the source caption's pooled "
             "embedding (L2 weight w) and adds it to the target caption's. +style(w): the inversion also fits "
-            "offsets to every layer's conditional scale and shift (L2 weight w), kept in the edit.", ""]
+            "offsets to every layer's conditional scale and shift (L2 weight w), kept in the edit. local blend t: "
+            "the source's pixels kept where the caption change does not act (wordcanvas.edit.blend_edit, threshold t).", ""]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "README.md").write_text("\n".join(text))
     if examples:

@@ -261,3 +261,73 @@ def test_interpolation_between_prompts_and_images(vae_editor, held_out):
     pair = vae_editor.interpolate(captions[0], captions[1], steps=4, images=(images[:1], images[1:2]))
     torch.testing.assert_close(pair[0], vae_editor.reconstruct(images[:1], captions[0])[0], atol=1e-5, rtol=0)
     torch.testing.assert_close(pair[-1], vae_editor.reconstruct(images[1:2], captions[1])[0], atol=1e-5, rtol=0)
+
+
+def test_gaussian_blur_matches_scipy():
+    from scipy.ndimage import gaussian_filter
+
+    from wordcanvas.utils.filters import gaussian_blur
+
+    x = torch.rand(2, 3, 17, 20, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for sigma in (0.5, 1.0, 2.3):
+        # torch's "reflect" padding is scipy's "mirror"; radius int(3 sigma + 0.5) is scipy's truncate=3
+        expected = gaussian_filter(x.numpy(), sigma=(0, 0, sigma, sigma), mode="mirror", truncate=3.0)
+        torch.testing.assert_close(gaussian_blur(x, sigma), torch.from_numpy(expected))
+        torch.testing.assert_close(gaussian_blur(x[0], sigma), torch.from_numpy(expected[0]))  # CHW too
+
+
+class CaptionOnTheLeft(torch.nn.Module):
+    """A generator whose caption acts on the left half of the picture only; the right half is drawn
+    from z under a fixed caption. What a local blend must find and respect."""
+
+    def __init__(self, generator):
+        super().__init__()
+        self.generator, self.config = generator, generator.config
+        self.fixed = HashEncoder().encode(["a grey background"])
+
+    def sample_noise(self, *args, **kwargs):
+        return self.generator.sample_noise(*args, **kwargs)
+
+    def forward(self, z, text):
+        from wordcanvas.text.base import TextEmbedding
+
+        n, half = len(z), self.config.resolution // 2
+        fixed = TextEmbedding(self.fixed.tokens.expand(n, -1, -1), self.fixed.mask.expand(n, -1),
+                              self.fixed.pooled.expand(n, -1))
+        return torch.cat([self.generator(z, text)[..., :half], self.generator(z, fixed)[..., half:]], dim=-1)
+
+
+def test_local_blend_keeps_the_source_where_the_caption_does_not_act(gan_editor):
+    from wordcanvas.edit import blend_edit
+    from wordcanvas.generate import TextToImage
+
+    editor = Editor(TextToImage(CaptionOnTheLeft(gan_editor.model), HashEncoder(), {"family": "gan"}))
+    captions = ["a red square", "a blue block"]
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 2 - 1  # not the model's own
+    change = editor.change_map(captions, ["a yellow square", "a blue block"], strength=1.0)  # as edit() draws it
+    assert change.shape == (2, 1, 16, 16) and change.min() >= 0
+    assert float(change[0].max()) == pytest.approx(1.0) and torch.equal(change[1], torch.zeros(1, 16, 16))
+    assert torch.equal(change[0, :, :, 10:], torch.zeros(1, 16, 6))  # the right half, past the smoothing's reach
+    brief = dict(steps=3, candidates=2, offset_weight=0.1)
+    plain = editor.edit(images, ["a yellow square", "a blue block"], source=captions, strength=1.0, **brief)
+    local = editor.edit(images, ["a yellow square", "a blue block"], source=captions, strength=1.0,
+                        local_blend=0.35, **brief)
+    assert torch.equal(local[1], images[1])  # the unchanged caption: the source itself, not its reconstruction
+    assert torch.equal(local[0, :, :, 10:], images[0, :, :, 10:])  # where the caption does not act
+    strong = (change[0, 0] >= 0.35).nonzero()
+    assert len(strong) > 0
+    rows, cols = strong[:, 0], strong[:, 1]
+    torch.testing.assert_close(local[0][:, rows, cols], plain[0][:, rows, cols])  # where it acts, the edit
+    assert not torch.allclose(plain[0, :, :, 10:], images[0, :, :, 10:])  # the plain edit redraws everything
+    # the blend itself: change / threshold, clipped, as the mix weight
+    edited = torch.ones(1, 3, 4, 4)
+    source = -torch.ones(1, 3, 4, 4)
+    ramp = torch.linspace(0, 1, 16).view(1, 1, 4, 4)
+    torch.testing.assert_close(blend_edit(source, edited, ramp, threshold=0.5),
+                               (2 * (ramp / 0.5).clamp(max=1) - 1).expand(1, 3, 4, 4))
+    with pytest.raises(ValueError, match="threshold"):
+        blend_edit(source, edited, ramp, threshold=0.0)
+    with pytest.raises(ValueError, match="shapes"):
+        blend_edit(source, edited, ramp[..., :2])
+    with pytest.raises(ValueError, match="source images"):
+        editor.edit_latents(editor.latents(images, captions, **brief), captions, captions, local_blend=0.35)

@@ -477,6 +477,11 @@ def test_cli_train_then_generate(tmp_path, monkeypatch, capsys):
     assert main(["edit", *common, "--out", str(default)]) == 0
     assert main(["edit", *common, "--style-weight", "0.001", "--out", str(spelled)]) == 0
     assert pixels(default) == pixels(spelled) and pixels(default) != pixels(plain)
+    # a local blend with the source caption as the target: the caption change acts nowhere, the source comes back
+    unchanged = tmp_path / "unchanged.png"
+    assert main(["edit", str(folder / "00.png"), "--text", data.captions(0)[0], *common[3:], "--local-blend", "0.35",
+                 "--out", str(unchanged)]) == 0
+    assert pixels(unchanged) == pixels(folder / "00.png") != pixels(default)
     capsys.readouterr()
     assert main(["edit", *common, "--style-weight", "0.01", "--no-offset", "--out", str(tmp_path / "no.png")]) != 0
     assert "style_weight needs offset_weight" in capsys.readouterr().err

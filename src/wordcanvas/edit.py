@@ -15,6 +15,8 @@ target caption's embedding, so only the caption's change moves the image (an edi
 text-embedding space, as null-text inversion fits the conditioning rather than the noise alone).
 With `style_weight` the inversion also fits per-layer offsets to every conditional layer's scale and
 shift (`styled`; W+-like), kept in the edit: closer reconstructions, at the same caption change.
+With `local_blend` the edit is put back onto the source image: the edited pixels where the caption
+change acts (its mean effect over many latents, `change_map`), the source's own elsewhere.
 GAN editing defaults (GAN_EDIT_DEFAULTS): offset weight 0.1, style weight 0.001 (where the generator
 has conditional affine layers), LPIPS weight 0.3, strength 1.5, the best trade-off measured on 504
 toy-face edits (docs/edit_toy-faces); style_weight=None leaves the styles out, offset_weight=None
@@ -40,6 +42,21 @@ from wordcanvas.text.base import TextEmbedding
 EDITABLE_FAMILIES = ("vae", "gan")
 # GAN inversion and edit settings when the caller gives none (benchmarks/edit.py measured them)
 GAN_EDIT_DEFAULTS = {"offset_weight": 0.1, "style_weight": 0.001, "lpips_weight": 0.3, "strength": 1.5}
+
+
+def blend_edit(images: torch.Tensor, edited: torch.Tensor, change: torch.Tensor, threshold: float = 0.35
+               ) -> torch.Tensor:
+    """Local blending: the edited image where the caption change acts, the source image elsewhere,
+    so what the edit should leave alone keeps the source's own pixels rather than the model's
+    redrawing of them (as Prompt-to-Prompt and Blended Diffusion keep the region an edit does not
+    touch). `change` is Editor.change_map's (N, 1, H, W) map in [0, 1]; the mask is change /
+    threshold clipped to [0, 1], so a higher threshold keeps more of the source."""
+    if threshold <= 0:
+        raise ValueError(f"threshold must be > 0, got {threshold}")
+    if images.shape != edited.shape or change.shape != (len(images), 1, *images.shape[2:]):
+        raise ValueError(f"shapes do not fit: images {tuple(images.shape)}, edited {tuple(edited.shape)}, "
+                         f"change {tuple(change.shape)}")
+    return torch.lerp(images, edited, (change / threshold).clamp(0, 1)).clamp(-1, 1)
 
 
 def load_image(path: str | os.PathLike, channels: int, resolution: int) -> torch.Tensor:
@@ -319,23 +336,62 @@ class Editor:
         return self._regenerate(self.latents(images, captions, steps, seed, **inversion), captions, len(images))
 
     def edit(self, images: torch.Tensor, target: str | list[str], source: str | list[str] | None = None,
-             steps: int = 300, seed: int = 0, strength: float | None = None, **inversion) -> torch.Tensor:
+             steps: int = 300, seed: int = 0, strength: float | None = None, local_blend: float | None = None,
+             **inversion) -> torch.Tensor:
         """Images changed to match `target` caption(s): latents under the source caption(s), decoded
         with the target. `strength` scales the caption change in pooled-embedding space (1: the
         target's embedding; above 1: the change pushed further; default 1.5 for a GAN, 1 for a VAE).
-        Deterministic for given inputs and seed."""
+        `local_blend` (a threshold, e.g. 0.35; None: off) keeps the source's pixels wherever the
+        caption change does not act (blend_edit, change_map). Deterministic for given inputs and seed."""
         images = self._check(images)
         source = self.source_captions(images, source, seed)
-        return self.edit_latents(self.latents(images, source, steps, seed, **inversion), target, source, strength)
+        return self.edit_latents(self.latents(images, source, steps, seed, **inversion), target, source, strength,
+                                 local_blend=local_blend, images=images, seed=seed)
 
-    def edit_latents(self, latents, target: str | list[str], source: list[str], strength: float | None = None
+    def edit_latents(self, latents, target: str | list[str], source: list[str], strength: float | None = None,
+                     local_blend: float | None = None, images: torch.Tensor | None = None, seed: int = 0
                      ) -> torch.Tensor:
         """The second half of `edit`, for latents from `latents(images, source)`: one inversion can
-        serve several targets or strengths."""
+        serve several targets, strengths or blends (a local blend needs the source `images`)."""
         if strength is None:
             strength = GAN_EDIT_DEFAULTS["strength"] if self.family == "gan" else 1.0
         z = latents[0] if isinstance(latents, tuple) else latents
-        return self._regenerate(latents, target, len(z), source, strength)
+        edited = self._regenerate(latents, target, len(z), source, strength)
+        if local_blend is None:
+            return edited
+        if images is None:
+            raise ValueError("a local blend needs the source images")
+        return blend_edit(self._check(images), edited, self.change_map(source, target, strength, seed=seed),
+                          local_blend)
+
+    @torch.no_grad()
+    def change_map(self, source: str | list[str], target: str | list[str], strength: float | None = None,
+                   samples: int = 64, seed: int = 0) -> torch.Tensor:
+        """Where a caption change acts, (N, 1, H, W) in [0, 1]: the mean signed change
+        G(z, target) - G(z, source) over `samples` prior draws of z (the same draws for every pair),
+        channel-mean absolute value, smoothed and divided by its maximum. Changes the caption causes
+        whatever the latent (a hat's region) survive the mean; changes that differ from latent to
+        latent (a background's random shift) cancel, as Prompt-to-Prompt localises a word by its
+        attention rather than by one sample's difference."""
+        from wordcanvas.utils.filters import gaussian_blur
+
+        sources = [source] if isinstance(source, str) else list(source)
+        targets = [target] * len(sources) if isinstance(target, str) else list(target)
+        if len(targets) != len(sources):
+            raise ValueError(f"{len(sources)} source captions but {len(targets)} targets")
+        if strength is None:
+            strength = GAN_EDIT_DEFAULTS["strength"] if self.family == "gan" else 1.0
+        z = self.model.sample_noise(samples, torch.Generator().manual_seed(seed), device="cpu").to(self.t2i.device)
+        maps, done = [], {}
+        for pair in zip(sources, targets):
+            if pair not in done:
+                s, t = self._texts(pair[0], samples), self._texts(pair[1], samples)
+                t = TextEmbedding(t.tokens, t.mask, s.pooled + strength * (t.pooled - s.pooled))
+                mean = (self.model(z, t).float() - self.model(z, s).float()).mean(0, keepdim=True)
+                m = gaussian_blur(mean.abs().mean(1, keepdim=True), self.resolution / 64)
+                done[pair] = m / m.amax().clamp_min(1e-8)
+            maps.append(done[pair])
+        return torch.cat(maps)
 
     @torch.no_grad()
     def interpolate(self, prompt_a: str, prompt_b: str, steps: int = 8, seed: int = 0,

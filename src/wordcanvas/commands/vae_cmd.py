@@ -41,6 +41,9 @@ def add_edit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strength", type=float,
                    help="scale of the caption change in embedding space (above 1: a stronger edit; default 1.5 "
                         "for a GAN, 1 for a VAE)")
+    p.add_argument("--local-blend", dest="local_blend", type=float, metavar="THRESHOLD",
+                   help="keep the source image's pixels wherever the caption change does not act (its mean effect "
+                        "over many latents, below THRESHOLD of its peak fades to the source; 0.35 is a good start)")
 
 
 def _setup(args):
@@ -96,7 +99,7 @@ def run_edit(args: argparse.Namespace) -> int:
     editor, image = _setup(args)
     source = editor.source_captions(image, args.source_caption, args.seed)[0]
     result = editor.edit(image, args.text, source, steps=args.steps, seed=args.seed, strength=args.strength,
-                         **_inversion(args))
+                         local_blend=args.local_blend, **_inversion(args))
     _save(args, image, result, {"prompt": args.text, "source_caption": source, "model": str(args.model),
                                 "source": str(args.image)})
     return 0

@@ -18,6 +18,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from wordcanvas.data.base import CaptionedDataset, Prompt
+from wordcanvas.utils.filters import gaussian_blur
 
 HELDOUT_PHOTOS = ("astronaut", "coffee", "chelsea", "china")  # whole photos never cut into training patches
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -122,18 +123,6 @@ def downscale(hr: torch.Tensor, scale: int) -> torch.Tensor:
     return (y[0] if hr.ndim == 3 else y).clamp(-1, 1)
 
 
-def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    radius = max(1, int(3 * sigma + 0.5))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    c = x.shape[0]
-    y = F.pad(x[None], (radius,) * 4, mode="reflect")
-    y = F.conv2d(y, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    y = F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-    return y[0]
-
-
 def _jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
     from wordcanvas.utils.io import from_uint8, to_uint8
 
@@ -150,7 +139,7 @@ def degrade(hr: torch.Tensor, scale: int, degradations: tuple[str, ...], gen: to
     rand = lambda lo, hi: lo + (hi - lo) * torch.rand((), generator=gen).item()  # noqa: E731
     x = hr
     if "blur" in degradations:
-        x = _gaussian_blur(x, rand(0.2, 1.5) * scale / 2)
+        x = gaussian_blur(x, rand(0.2, 1.5) * scale / 2)
     x = downscale(x, scale)
     if "noise" in degradations:
         x = (x + torch.randn(x.shape, generator=gen) * rand(0, 10 / 127.5)).clamp(-1, 1)
