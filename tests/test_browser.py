@@ -117,3 +117,19 @@ def test_edit_tab_uploads_an_image_and_shows_the_result(server, browser, tmp_pat
     wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image))
     assert browser.execute_script("return arguments[0].naturalWidth", image) == 16
     assert browser.find_element(By.CSS_SELECTOR, "#gallery figcaption").text.startswith("a blue square")
+    # "keep the rest of the picture" with the picture's own caption as the change: the upload comes back
+    browser.find_element(By.ID, "edit-text").clear()
+    browser.find_element(By.ID, "edit-text").send_keys("a red square")
+    browser.find_element(By.ID, "edit-keep").click()
+    browser.find_element(By.ID, "edit").click()
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#gallery figure.result img")) == 2)
+    newest = browser.find_elements(By.CSS_SELECTOR, "#gallery figure.result img")[0]
+    wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", newest))
+    colours = browser.execute_script("""
+        const img = arguments[0], canvas = document.createElement("canvas");
+        canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+        const ctx = canvas.getContext("2d"); ctx.drawImage(img, 0, 0);
+        const data = ctx.getImageData(0, 0, canvas.width, canvas.height).data, seen = new Set();
+        for (let i = 0; i < data.length; i += 4) seen.add(`${data[i]},${data[i + 1]},${data[i + 2]}`);
+        return [...seen];""", newest)
+    assert colours == ["220,20,20"]

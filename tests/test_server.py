@@ -199,6 +199,15 @@ def test_edit_endpoint(client):
     assert Image.open(io.BytesIO(r.content)).size == (16, 16)
     r = client.post("/v1/edit", data={"text": ""}, files=files)
     assert r.status_code == 422
+    # a local blend with the upload's own caption as the target gives the upload back (resized to the model's size)
+    r = client.post("/v1/edit", data={"text": "a red square", "source": "a red square", "local_blend": "0.2"},
+                    files=files)
+    assert r.status_code == 200, r.text
+    assert set(Image.open(io.BytesIO(r.content)).convert("RGB").getdata()) == {(220, 20, 20)}
+    for bad in ("0", "nan", "2", "much"):
+        r = client.post("/v1/edit", data={"text": "a blue square", "source": "a red square", "local_blend": bad},
+                        files=files)
+        assert r.status_code == 422 and "local_blend" in r.text, (bad, r.text)
 
 
 def test_models_health_page_and_schema(client):

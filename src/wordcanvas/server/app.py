@@ -5,7 +5,7 @@
 
 POST /v1/generate   JSON (or multipart with a `style_image` file): prompt(s), n, seed, model, upscale,
                     style (built-in name) -> JSON with base64 PNGs, or one PNG with format="png"
-POST /v1/edit       multipart: image + text (+ source, model, seed) -> the edited image
+POST /v1/edit       multipart: image + text (+ source, model, seed, local_blend) -> the edited image
 POST /v1/upscale    multipart: image (+ scale, method)
 POST /v1/stylize    multipart: image + style image or style name (+ alpha, size)
 GET  /v1/models, GET /healthz, GET / (the web page), GET /docs (OpenAPI)
@@ -23,6 +23,7 @@ import base64
 import binascii
 import io
 import json
+import math
 import secrets
 import time
 import warnings
@@ -251,6 +252,8 @@ def _form_value(form, field: str, cast, default, allowed=None, low=None, high=No
         value = cast(raw)
     except ValueError:
         raise _error(422, f"form field '{field}' must be a {cast.__name__}, got {raw!r}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _error(422, f"form field '{field}' must be a finite number, got {raw!r}")
     if allowed is not None and value not in allowed:
         raise _error(422, f"form field '{field}' must be one of {', '.join(map(str, allowed))}, got {raw!r}")
     if (low is not None and value < low) or (high is not None and value > high):
@@ -552,14 +555,17 @@ def create_app(models, *, limits: Limits | None = None, backend: str = "torch", 
             raise _error(422, str(e)) from None
         return await run_in_threadpool(png_response, out)
 
-    @app.post("/v1/edit", summary="edit an uploaded image with text (multipart: image, text, source, model, seed)",
+    @app.post("/v1/edit", summary="edit an uploaded image with text (multipart: image, text, source, model, seed, local_blend)",
               openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
                   "type": "object", "required": ["image", "text"], "properties": {
                       "image": {"type": "string", "format": "binary"},
                       "text": {"type": "string", "description": "the caption the result should match"},
                       "source": {"type": "string", "description": "caption of the uploaded image (optional)"},
                       "model": {"type": "string"},
-                      "seed": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1, "default": 0}}}}}}},
+                      "seed": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1, "default": 0},
+                      "local_blend": {"type": "number", "minimum": 0.01, "maximum": 1.0,
+                                      "description": "keep the upload's pixels where the caption change does not "
+                                                     "act (threshold; 0.2 is a good start); off when absent"}}}}}}},
               responses={200: {"content": {"image/png": {}}}, **error_responses(404, 413, 415, 422, 501)})
     async def edit(request: Request):
         form = await _form(request)
@@ -570,11 +576,13 @@ def create_app(models, *, limits: Limits | None = None, backend: str = "torch", 
         source = form.get("source")
         source = check_prompts([source])[0] if isinstance(source, str) and source.strip() else None
         seed = _form_value(form, "seed", int, 0, low=0, high=2**32 - 1)
+        local_blend = _form_value(form, "local_blend", float, None, low=0.01, high=1.0)
         model = form.get("model") if isinstance(form.get("model"), str) and form.get("model") else None
         name, pipe = pipeline_for(model)
         image = await _upload(form, "image", limits)
         editor = await on_torch_thread(_editor_for, pipe)
-        out = await on_torch_thread(_run_edit, editor, pipe, image, target, source, seed, limits.edit_steps)
+        out = await on_torch_thread(_run_edit, editor, pipe, image, target, source, seed, limits.edit_steps,
+                                    local_blend)
         from wordcanvas.utils.io import tensor_to_pil
 
         return await run_in_threadpool(png_response, tensor_to_pil(out[0]), **{"X-Model": name})
@@ -600,7 +608,8 @@ def _editor_for(pipe):
     return pipe._editor
 
 
-def _run_edit(editor, pipe, image: Image.Image, target: str, source: str | None, seed: int, steps: int):
+def _run_edit(editor, pipe, image: Image.Image, target: str, source: str | None, seed: int, steps: int,
+              local_blend: float | None = None):
     import numpy as np
     import torch
     import torch.nn.functional as F
@@ -613,6 +622,7 @@ def _run_edit(editor, pipe, image: Image.Image, target: str, source: str | None,
     if side != pipe.resolution:
         x = F.interpolate(x, size=(pipe.resolution,) * 2, mode="bilinear", antialias=True, align_corners=False)
     try:
-        return editor.edit(x.clamp(-1, 1), target, source=source, seed=seed, steps=steps).cpu()
+        return editor.edit(x.clamp(-1, 1), target, source=source, seed=seed, steps=steps,
+                           local_blend=local_blend).cpu()
     except ValueError as e:  # e.g. no source caption and no probe to describe the image
         raise _error(422, str(e)) from None

@@ -116,6 +116,7 @@ async function edit(event) {
   form.append("text", $("edit-text").value);
   if ($("edit-source").value) form.append("source", $("edit-source").value);
   form.append("seed", $("edit-seed").value || "0");
+  if ($("edit-keep").checked) form.append("local_blend", "0.2");  // the threshold measured in docs/edit_toy-faces
   if ($("model").value) form.append("model", $("model").value);
   busy(button, status, true, "editing… (a GAN inverts the image first: this takes a while)");
   try {
