@@ -341,20 +341,25 @@ class Editor:
         """Images changed to match `target` caption(s): latents under the source caption(s), decoded
         with the target. `strength` scales the caption change in pooled-embedding space (1: the
         target's embedding; above 1: the change pushed further; default 1.5 for a GAN, 1 for a VAE).
-        `local_blend` (a threshold, e.g. 0.35; None: off) keeps the source's pixels wherever the
+        `local_blend` (a threshold, e.g. 0.2; None: off) keeps the source's pixels wherever the
         caption change does not act (blend_edit, change_map). Deterministic for given inputs and seed."""
         images = self._check(images)
         source = self.source_captions(images, source, seed)
         return self.edit_latents(self.latents(images, source, steps, seed, **inversion), target, source, strength,
                                  local_blend=local_blend, images=images, seed=seed)
 
+    def _strength(self, strength: float | None) -> float:
+        """The caller's edit strength, or the family's default (GAN 1.5, VAE 1)."""
+        if strength is not None:
+            return strength
+        return GAN_EDIT_DEFAULTS["strength"] if self.family == "gan" else 1.0
+
     def edit_latents(self, latents, target: str | list[str], source: list[str], strength: float | None = None,
                      local_blend: float | None = None, images: torch.Tensor | None = None, seed: int = 0
                      ) -> torch.Tensor:
         """The second half of `edit`, for latents from `latents(images, source)`: one inversion can
         serve several targets, strengths or blends (a local blend needs the source `images`)."""
-        if strength is None:
-            strength = GAN_EDIT_DEFAULTS["strength"] if self.family == "gan" else 1.0
+        strength = self._strength(strength)
         z = latents[0] if isinstance(latents, tuple) else latents
         edited = self._regenerate(latents, target, len(z), source, strength)
         if local_blend is None:
@@ -379,8 +384,7 @@ class Editor:
         targets = [target] * len(sources) if isinstance(target, str) else list(target)
         if len(targets) != len(sources):
             raise ValueError(f"{len(sources)} source captions but {len(targets)} targets")
-        if strength is None:
-            strength = GAN_EDIT_DEFAULTS["strength"] if self.family == "gan" else 1.0
+        strength = self._strength(strength)
         z = self.model.sample_noise(samples, torch.Generator().manual_seed(seed), device="cpu").to(self.t2i.device)
         maps, done = [], {}
         for pair in zip(sources, targets):

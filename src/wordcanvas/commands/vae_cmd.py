@@ -43,7 +43,7 @@ def add_edit_arguments(p: argparse.ArgumentParser) -> None:
                         "for a GAN, 1 for a VAE)")
     p.add_argument("--local-blend", dest="local_blend", type=float, metavar="THRESHOLD",
                    help="keep the source image's pixels wherever the caption change does not act (its mean effect "
-                        "over many latents, below THRESHOLD of its peak fades to the source; 0.35 is a good start)")
+                        "over many latents, below THRESHOLD of its peak fades to the source; 0.2 is a good start)")
 
 
 def _setup(args):
