@@ -90,6 +90,7 @@ PRESETS = {
 PRESETS["gan-cls-ms"] = {**PRESETS["gan-cls"], "mode_seeking": 1.0}
 PRESETS["gan-cls-mbstd"] = {**PRESETS["gan-cls"], "discriminator": {**PRESETS["gan-cls"]["discriminator"], "mbstd_group": 4}}
 PRESETS["gan-cls-64-ms"] = {**PRESETS["gan-cls-64"], "mode_seeking": 1.0}  # the toy-faces recipe with the term
+PRESETS["gan-cls-64-con"] = {**PRESETS["gan-cls-64"], "contrastive": 1.0}  # ... with the contrastive terms
 TRAIN_ROWS = [  # (family, encoder, dataset, resolution, preset)
     ("gan", "minilm", "fashion-mnist", 32, "default"),
     ("gan", "minilm", "fashion-mnist", 32, "gan-cls"),
@@ -99,6 +100,7 @@ TRAIN_ROWS = [  # (family, encoder, dataset, resolution, preset)
     ("gan", "minilm", "toy-faces", 64, "dfgan-16"),
     ("gan", "minilm", "toy-faces", 64, "gan-cls-64"),
     ("gan", "minilm", "toy-faces", 64, "gan-cls-64-ms"),
+    ("gan", "minilm", "toy-faces", 64, "gan-cls-64-con"),
     ("gan", "minilm", "toy-faces", 128, "default"),
     ("gan", "trainable", "fashion-mnist", 32, "default"),
     ("dcgan", None, "fashion-mnist", 32, "default"),

@@ -170,6 +170,8 @@ class DiscriminatorConfig:
     mbstd_group: int = 0          # minibatch standard deviation (ProGAN) over groups of this many images, one extra
                                   # feature channel before the heads: D sees a batch's diversity, so collapsed
                                   # generators are told apart from real data; 0 = off
+    contrastive_dim: int = 0      # size of the image-text contrastive head (XMC-GAN's sentence contrastive
+                                  # loss: each image against every caption of the batch); 0 = no head
 
     def __post_init__(self):
         check_resolution(self.resolution)
@@ -206,6 +208,9 @@ class Discriminator(PretrainedModel):
                                            nn.Conv2d(feat // 2, 1, 4))
         else:
             self.text_proj = TextProjection(c.text_dim, feat)
+        if c.contrastive_dim > 0:
+            self.contrastive_image = nn.Linear(feat, c.contrastive_dim)
+            self.contrastive_text = TextProjection(c.text_dim, c.contrastive_dim)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.from_rgb(images))
@@ -226,6 +231,15 @@ class Discriminator(PretrainedModel):
 
     def forward(self, images: torch.Tensor, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.heads(self.features(images), pooled)
+
+    def similarity(self, features: torch.Tensor, pooled: torch.Tensor, standardized: bool = False) -> torch.Tensor:
+        """(B_images, B_texts) cosine similarities of every image with every caption in the
+        contrastive head's space (needs contrastive_dim > 0)."""
+        if self.config.contrastive_dim <= 0:
+            raise ValueError("this discriminator has no contrastive head (contrastive_dim = 0)")
+        image = F.normalize(self.contrastive_image(lrelu(features).mean(dim=(2, 3))), dim=1)
+        text = F.normalize(self.contrastive_text(pooled, standardized), dim=1)
+        return image @ text.T
 
 
 def minibatch_stddev(x: torch.Tensor, group: int) -> torch.Tensor:

@@ -3,7 +3,8 @@
 GANFamily (text-conditioned, DF-GAN style): the discriminator sees (real, matching text),
 (real, mismatched text: the batch's captions rolled by one) and (fake, text); losses hinge,
 non-saturating or WGAN; regularisers MA-GP, R1 or WGAN-GP; DiffAugment on every image D sees;
-optional mode-seeking term. DCGANFamily: the plain class-conditional baseline.
+optional mode-seeking term; optional image-text contrastive terms (XMC-GAN). DCGANFamily: the
+plain class-conditional baseline.
 
 A family object gives the loop: modules (saved in checkpoints), optimizers, ema_pairs,
 step(batch, step) -> stats, sample(prompts, n, seed), generate(prompts, seed), export_meta().
@@ -81,6 +82,19 @@ def mode_seeking_loss(fake_a: torch.Tensor, fake_b: torch.Tensor, z_a: torch.Ten
     """Mode seeking (Mao et al. 2019): penalise images that differ less than their noise does."""
     ratio = (fake_a - fake_b).abs().mean() / (z_a - z_b).abs().mean()
     return 1 / (ratio + eps)
+
+
+def contrastive_loss(similarity: torch.Tensor, captions: list[str], temperature: float = 0.1) -> torch.Tensor:
+    """Symmetric InfoNCE over a batch (XMC-GAN's sentence contrastive loss; CLIP's form): image i must
+    pick its own caption among the batch's captions, and caption i its own image. `similarity` is
+    (B, B) cosine image-text similarity. Other images of an identical caption are not counted as
+    negatives (masked out), so batches that repeat a caption do not push apart what should match."""
+    b = similarity.shape[0]
+    same = torch.tensor([[a == c for c in captions] for a in captions], device=similarity.device)
+    same &= ~torch.eye(b, dtype=torch.bool, device=similarity.device)
+    logits = (similarity / temperature).masked_fill(same, float("-inf"))
+    target = torch.arange(b, device=similarity.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
 
 # --- shared helpers ----------------------------------------------------------------------------
@@ -175,6 +189,10 @@ class GANSettings:
     uncond_weight: float = 1.0              # weight of the unconditional realism terms (D and G)
     augment: str = "color,translation,cutout"  # DiffAugment policy for all images D sees; "" = off
     mode_seeking: float = 0.0               # weight of the mode-seeking diversity term; 0 = off
+    contrastive: float = 0.0                # weight of the image-text contrastive terms (XMC-GAN): D learns to pick
+                                            # each real image's caption among the batch's, G is rewarded when its
+                                            # images are picked for their own captions; 0 = off
+    contrastive_temperature: float = 0.1    # softmax temperature of those terms
     truncation: float | None = None         # noise truncation for sample grids, evaluation and export
     truncation_mode: str = "resample"       # "resample" (redraw |z| > t) or "scale" (z * t)
     standing_stats: int = 16                # batches that re-estimate the EMA generator's BatchNorm statistics
@@ -189,6 +207,13 @@ class GANSettings:
             raise ValueError(f"reg must be 'magp', 'r1', 'wgan-gp' or 'none', got {self.reg!r}")
         parse_policy(self.augment)
         self.reg_every = max(1, int(self.reg_every))
+        if self.contrastive < 0 or self.contrastive_temperature <= 0:
+            raise ValueError("contrastive must be >= 0 and contrastive_temperature > 0, got "
+                             f"{self.contrastive} and {self.contrastive_temperature}")
+        if self.contrastive > 0:
+            dim = self.discriminator.setdefault("contrastive_dim", 128)
+            if dim <= 0:
+                raise ValueError("contrastive > 0 needs a contrastive head: discriminator.contrastive_dim must be > 0")
 
 
 class GANFamily:
@@ -283,6 +308,11 @@ class GANFamily:
             w = s.mismatch_weight
             loss_d = (d_real_loss(s.loss, m_real) + (1 - w) * d_fake_loss(s.loss, m_fake) + w * d_fake_loss(s.loss, m_mis)
                       + s.uncond_weight * (d_real_loss(s.loss, u_real) + d_fake_loss(s.loss, u_fake)))
+            if s.contrastive > 0:
+                con_d = contrastive_loss(D.similarity(f_real, pooled.detach(), standardized=True), captions,
+                                         s.contrastive_temperature)
+                loss_d = loss_d + s.contrastive * con_d
+                stats["contrastive_d"] = con_d.detach()
             if do_reg:
                 if s.reg == "magp":
                     reg = magp_penalty(m_real, real, pooled, s.reg_weight, s.magp_power)
@@ -308,8 +338,13 @@ class GANFamily:
         with self.autocast():
             z = g.noise(G, b)
             fake = G(z, text)
-            u_fake, m_fake = D.heads(self.run_d(fake.float(), g), text.pooled.float())
+            f_fake = self.run_d(fake.float(), g)
+            u_fake, m_fake = D.heads(f_fake, text.pooled.float())
             loss_g = g_loss(s.loss, m_fake) + s.uncond_weight * g_loss(s.loss, u_fake)
+            if s.contrastive > 0:
+                con_g = contrastive_loss(D.similarity(f_fake, text.pooled.float()), captions, s.contrastive_temperature)
+                loss_g = loss_g + s.contrastive * con_g
+                stats["contrastive_g"] = con_g.detach()
             if s.mode_seeking > 0 and b >= 2:
                 h = b // 2
                 z2 = g.noise(G, h)
