@@ -54,7 +54,8 @@ def test_contrastive_settings_and_missing_head_are_refused_with_a_reason():
         GANSettings(contrastive=1, contrastive_temperature=0)
     with pytest.raises(ValueError, match="contrastive_dim must be > 0"):
         GANSettings(contrastive=1, discriminator={"contrastive_dim": 0})
-    assert GANSettings(contrastive=1).discriminator["contrastive_dim"] == 128  # a head by default when the term is on
+    assert GANSettings(contrastive=1).discriminator_config()["contrastive_dim"] == 128  # a head when the term is on
+    assert GANSettings(contrastive=1).discriminator == {}  # the recorded settings stay as given
     d = Discriminator(DiscriminatorConfig(resolution=8, channels=3, text_dim=4, ndf=4, max_channels=8))
     with pytest.raises(ValueError, match="no contrastive head"):
         d.similarity(d.features(torch.zeros(2, 3, 8, 8)), torch.zeros(2, 4))
@@ -118,3 +119,22 @@ def test_the_generator_term_makes_the_head_pick_each_fakes_own_caption():
         contrastive_loss(d.similarity(d.features(g(torch.randn(24, 8), text)), text.pooled), captions).backward()
         opt.step()
     assert before <= 0.5 and picked_right() >= 0.9
+
+
+def test_a_run_with_the_term_resumes_exactly(tmp_path):
+    """The head's default size is not written back into the run's settings, so the same command
+    resumes (it used to be refused as 'different settings'), and the resumed run equals a straight one."""
+    from test_train_loop import all_state, assert_identical
+
+    def run(folder: str, steps: int):  # fresh settings each time, as each command line gives
+        model = {"arch": "gan-cls", "generator": {"ngf": 8, "z_dim": 8, "cond_dim": 8},
+                 "discriminator": {"ndf": 8, "max_channels": 32, "cond_head": "projection"}, "augment": "",
+                 "reg_every": 2, "contrastive": 0.5}
+        return train(tiny_config(tmp_path / folder, steps=steps, model=model), dataset=ColourSquares(n=48),
+                     encoder=HashEncoder())
+
+    straight = run("straight", 4)
+    run("split", 2)
+    resumed = run("split", 4)
+    assert resumed.step == 4 and "contrastive_image.weight" in dict(resumed.family.D.named_parameters())
+    assert_identical(all_state(straight), all_state(resumed))

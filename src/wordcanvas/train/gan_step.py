@@ -210,10 +210,15 @@ class GANSettings:
         if self.contrastive < 0 or self.contrastive_temperature <= 0:
             raise ValueError("contrastive must be >= 0 and contrastive_temperature > 0, got "
                              f"{self.contrastive} and {self.contrastive_temperature}")
+        if self.contrastive > 0 and self.discriminator.get("contrastive_dim", 1) <= 0:
+            raise ValueError("contrastive > 0 needs a contrastive head: discriminator.contrastive_dim must be > 0")
+
+    def discriminator_config(self) -> dict:
+        """The discriminator settings, with a 128-wide contrastive head when the term is on and no size is
+        given (a copy: the run's recorded settings stay as the user wrote them, so resuming matches)."""
         if self.contrastive > 0:
-            dim = self.discriminator.setdefault("contrastive_dim", 128)
-            if dim <= 0:
-                raise ValueError("contrastive > 0 needs a contrastive head: discriminator.contrastive_dim must be > 0")
+            return {"contrastive_dim": 128, **self.discriminator}
+        return dict(self.discriminator)
 
 
 class GANFamily:
@@ -230,7 +235,7 @@ class GANFamily:
         common = dict(resolution=cfg.resolution, channels=dataset.channels, text_dim=encoder.dim)
         gen_class, gen_config, trunk = ARCHS[s.arch]
         self.G = gen_class(gen_config(**common, **s.generator)).to(device)
-        self.D = Discriminator(DiscriminatorConfig(**{**common, "trunk": trunk, **s.discriminator})).to(device)
+        self.D = Discriminator(DiscriminatorConfig(**{**common, "trunk": trunk, **s.discriminator_config()})).to(device)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False) if cfg.ema_kimg > 0 else None
         if self.trainable:
             encoder.to(device).train()
