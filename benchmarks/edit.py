@@ -49,7 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "--gan-offset-weights value), per-layer style offsets with this L2 weight "
                         "(method 'gan+offset(o)+style(w)'; wordcanvas.edit.styled)")
     p.add_argument("--strengths", default="1",
-                   help="comma list of edit strengths (Editor.edit): each value above 1 adds a row per GAN method")
+                   help="comma list of edit strengths (Editor.edit): each value adds a row per GAN method (and local blend)")
     p.add_argument("--vae-strengths", dest="vae_strengths", default="1",
                    help="comma list of edit strengths for the VAE (its library default is 1)")
     p.add_argument("--local-blends", dest="local_blends", default="none",
