@@ -286,7 +286,8 @@ class GANFamily:
     def step(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
         """One D and one G update. Every draw is per sample and the mismatched caption comes from the
         global batch, so gradients averaged over processes equal one process's on the global batch
-        (up to summation order); only the mode-seeking term (pairs within the local batch) differs."""
+        (up to summation order); only the mode-seeking and contrastive terms (pairs and negatives within
+        the local batch) differ."""
         s, G, D = self.s, self.G, self.D
         g = batch_random(self.cfg.seed, step, self.dist, self.device)
         real, captions = batch["image"], batch["caption"]
