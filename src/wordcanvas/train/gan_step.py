@@ -90,8 +90,9 @@ def contrastive_loss(similarity: torch.Tensor, captions: list[str], temperature:
     (B, B) cosine image-text similarity. Other images of an identical caption are not counted as
     negatives (masked out), so batches that repeat a caption do not push apart what should match."""
     b = similarity.shape[0]
-    same = torch.tensor([[a == c for c in captions] for a in captions], device=similarity.device)
-    same &= ~torch.eye(b, dtype=torch.bool, device=similarity.device)
+    ids = {}
+    caption_ids = torch.tensor([ids.setdefault(c, len(ids)) for c in captions], device=similarity.device)
+    same = (caption_ids[:, None] == caption_ids[None, :]) & ~torch.eye(b, dtype=torch.bool, device=similarity.device)
     logits = (similarity / temperature).masked_fill(same, float("-inf"))
     target = torch.arange(b, device=similarity.device)
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
