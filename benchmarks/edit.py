@@ -55,6 +55,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--local-blends", dest="local_blends", default="none",
                    help="comma list of local-blend thresholds (Editor.edit's local_blend; 'none' = off): each adds "
                         "a row per method and strength, from the same inversion")
+    p.add_argument("--auto-shares", dest="auto_shares", default="",
+                   help="comma list: also a row 'auto (share q)' per GAN method and value, the editor's "
+                        "strength='auto' (its discriminator picks strength and local blend per image) with that bar")
+    p.add_argument("--tuned-on", dest="tuned_on", type=int, default=0,
+                   help="the first N edits chose settings: also score each row on the edits after them")
     p.add_argument("--no-offset-only", dest="offset_only", action="store_false",
                    help="with --gan-style-weights: skip the offset-only inversion")
     p.add_argument("--no-plain-gan", dest="plain_gan", action="store_false",
@@ -214,11 +219,13 @@ def main(argv=None) -> int:
     blends = {"" if b == "none" else f"local blend {float(b):g}": None if b == "none" else float(b)
               for b in (t.strip() for t in args.local_blends.split(",")) if b}
     vae_strengths = [float(a) for a in args.vae_strengths.split(",") if a.strip()]
+    shares = [float(q) for q in args.auto_shares.split(",") if q.strip()]
     results = {"command": command_line(), "machine": machine_info(threads=args.threads),
                "settings": {"n": args.n, "gan_steps": args.gan_steps, "lpips_weight": args.lpips_weight,
                             "mention": args.mention, "gan_offset_weights": offset_weights,
                             "gan_style_weights": args.gan_style_weights,
                             "strengths": strengths, "vae_strengths": vae_strengths, "local_blends": list(blends.values()),
+                            "auto_shares": shares, "tuned_on": args.tuned_on,
                             "seed": args.seed, "models": {"vae": args.vae, "gan": args.gan}}, "methods": {}}
     examples = []
     for base, (editor, extra) in methods.items():
@@ -227,6 +234,9 @@ def main(argv=None) -> int:
         for a in (strengths if base != "vae" else vae_strengths):
             for label, blend in blends.items():
                 variants[", ".join([base] + ([f"strength {a:g}"] if a != 1 else []) + ([label] if label else []))] = (a, blend)
+        if base != "vae":
+            variants.update({f"{base}, auto (share {q:g})": ("auto", q) for q in shares})
+        chosen = {name: [] for name, (a, _) in variants.items() if a == "auto"}
         faces, edits = plan_edits(args.n, args.seed, editor.resolution, args.mention)
         inversion_s, regen_s = 0.0, dict.fromkeys(variants, 0.0)
         outs, sources = {name: [] for name in variants}, []
@@ -238,9 +248,16 @@ def main(argv=None) -> int:
             t0 = time.time()
             latents = editor.latents(x, source, steps=args.gan_steps, seed=args.seed, **weights, **extra)
             inversion_s += time.time() - t0
-            edited, changes = {}, {}
+            edited, changes, ladder = {}, {}, None
             for name, (a, blend) in variants.items():
                 t0 = time.time()
+                if a == "auto":  # Editor.edit_latents(strength="auto"), its candidates shared by the shares
+                    ladder = ladder or editor.edit_ladder(latents, target, source, x, seed=args.seed)
+                    y, settings = editor.pick(ladder, blend)
+                    chosen[name] += settings
+                    outs[name].append(y.cpu())
+                    regen_s[name] += time.time() - t0
+                    continue
                 if a not in edited:  # Editor.edit_latents with local_blend, its two halves shared by the rows
                     edited[a] = editor.edit_latents(latents, target, source, a)
                 if blend is not None and a not in changes:
@@ -257,6 +274,15 @@ def main(argv=None) -> int:
             y = torch.cat(outs[name])
             pred_out = probe.predict(y)
             r = score(edits, pred_src, pred_out)
+            if args.tuned_on:
+                later = lambda pred: {k: v[args.tuned_on:] for k, v in pred.items()}  # noqa: E731
+                r["after_tuning"] = {k: v for k, v in score(edits[args.tuned_on:], later(pred_src),
+                                                            later(pred_out)).items() if not isinstance(v, dict)}
+            if name in chosen:
+                from collections import Counter
+
+                r["chosen"] = {f"strength {a:g}, blend {b}": c for (a, b), c in sorted(
+                    Counter(chosen[name]).items(), key=lambda kv: -kv[1])}
             with torch.no_grad():
                 r["lpips_to_source"] = float(torch.cat([lpips(a, b) for a, b in zip(y.split(64), x.split(64))]).mean())
             r["probe_on_sources"] = probe_on_sources
@@ -269,6 +295,11 @@ def main(argv=None) -> int:
     cols = [("method", "method", ""), ("edits", "n", ">d"), ("success", "success", ">.3f"),
             ("preservation", "preservation", ">.3f"), ("LPIPS to source", "lpips_to_source", ">.3f"),
             ("seconds", "seconds", ">.1f")]
+    if args.tuned_on:
+        for row, r in zip(rows, results["methods"].values()):
+            row.update({"late_success": r["after_tuning"]["success"], "late_preservation": r["after_tuning"]["preservation"]})
+        cols[4:4] = [(f"success, edits {args.tuned_on}+", "late_success", ">.3f"),
+                     (f"preservation, edits {args.tuned_on}+", "late_preservation", ">.3f")]
     attrs = sorted({a for r in results["methods"].values() for a in r["per_attribute_success"]})
     per_rows = [{"attribute": a, **{n: r["per_attribute_success"].get(a) for n, r in results["methods"].items()}}
                 for a in attrs]
@@ -284,7 +315,10 @@ def main(argv=None) -> int:
             "(better method). gan+offset(w): the inversion also fits an offset to the source caption's pooled "
             "embedding (L2 weight w) and adds it to the target caption's. +style(w): the inversion also fits "
             "offsets to every layer's conditional scale and shift (L2 weight w), kept in the edit. local blend t: "
-            "the source's pixels kept where the caption change does not act (wordcanvas.edit.blend_edit, threshold t).", ""]
+            "the source's pixels kept where the caption change does not act (wordcanvas.edit.blend_edit, threshold t). "
+            "auto (share q): per image, the candidate edit (strengths x local blends, wordcanvas.edit.AUTO_STRENGTHS, "
+            "AUTO_BLENDS) with the least LPIPS to the source among those whose match to the target, judged by the "
+            "model's own discriminator, reaches q of that image's range (wordcanvas.edit.pick_least_change).", ""]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "README.md").write_text("\n".join(text))
     if examples:

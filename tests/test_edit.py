@@ -52,6 +52,12 @@ def test_vae_edit_moves_towards_the_target_class(vae_editor, held_out):
     assert (judge_class(edited) == target).float().mean() >= 0.25
 
 
+def test_automatic_strength_needs_a_gan_and_its_discriminator(vae_editor, held_out):
+    images, _, captions = held_out
+    with pytest.raises(ValueError, match="needs a text-conditioned GAN saved with its discriminator"):
+        vae_editor.edit(images[:2], "bag", source=captions[:2], strength="auto")
+
+
 def test_missing_source_caption_is_predicted_or_refused(vae_editor, held_out):
     from wordcanvas.data.fashion_mnist import train_captions
 

@@ -482,6 +482,13 @@ def test_cli_train_then_generate(tmp_path, monkeypatch, capsys):
     assert main(["edit", str(folder / "00.png"), "--text", data.captions(0)[0], *common[3:], "--local-blend", "0.35",
                  "--out", str(unchanged)]) == 0
     assert pixels(unchanged) == pixels(folder / "00.png") != pixels(default)
+    # the discriminator (no contrastive head: its conditional logits) chooses strength and blend
+    auto = tmp_path / "auto.png"
+    assert main(["edit", *common, "--strength", "auto", "--out", str(auto)]) == 0
+    assert Image.open(auto).size == (16, 16)
+    with pytest.raises(SystemExit):
+        main(["edit", *common, "--strength", "strong", "--out", str(auto)])
+    assert "expected a number or 'auto'" in capsys.readouterr().err
     capsys.readouterr()
     assert main(["edit", *common, "--style-weight", "0.01", "--no-offset", "--out", str(tmp_path / "no.png")]) != 0
     assert "style_weight needs offset_weight" in capsys.readouterr().err

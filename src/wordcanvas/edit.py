@@ -17,6 +17,10 @@ With `style_weight` the inversion also fits per-layer offsets to every condition
 shift (`styled`; W+-like), kept in the edit: closer reconstructions, at the same caption change.
 With `local_blend` the edit is put back onto the source image: the edited pixels where the caption
 change acts (its mean effect over many latents, `change_map`), the source's own elsewhere.
+With strength="auto" (a GAN exported with its discriminator) the run's own discriminator chooses,
+per image, among a ladder of strengths and local blends (`edit_ladder`): the candidate that changes
+the source least (LPIPS) among those it judges to match the edited caption well enough
+(`pick_least_change`), as a generate-then-rerank step with the model's own image-text judge.
 GAN editing defaults (GAN_EDIT_DEFAULTS): offset weight 0.1, style weight 0.001 (where the generator
 has conditional affine layers), LPIPS weight 0.3, strength 1.5, the best trade-off measured on 504
 toy-face edits (docs/edit_toy-faces); style_weight=None leaves the styles out, offset_weight=None
@@ -42,6 +46,27 @@ from wordcanvas.text.base import TextEmbedding
 EDITABLE_FAMILIES = ("vae", "gan")
 # GAN inversion and edit settings when the caller gives none (benchmarks/edit.py measured them)
 GAN_EDIT_DEFAULTS = {"offset_weight": 0.1, "style_weight": 0.001, "lpips_weight": 0.3, "strength": 1.5}
+# strength="auto": the candidates the judge chooses among, and how much of each image's range of
+# judged match a candidate must reach (docs/edit_toy-faces, "Automatic strength")
+AUTO_STRENGTHS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+AUTO_BLENDS = (1.0, 0.75, 0.5, 0.35, None)
+AUTO_SHARE = 0.45
+
+
+def pick_least_change(match: torch.Tensor, change: torch.Tensor, share: float = AUTO_SHARE) -> torch.Tensor:
+    """For (candidates, images) tables of judged match to the target and change from the source,
+    each image's candidate with the least change among those whose match reaches `share` of the way
+    from that image's lowest match to its highest (0: the least change overall; 1: the best match).
+    The bar is relative per image because the judge's scale differs between edits (a hat moves it
+    more than lipstick)."""
+    if not 0 <= share <= 1:
+        raise ValueError(f"share must be in [0, 1], got {share}")
+    if match.shape != change.shape or match.ndim != 2:
+        raise ValueError(f"match {tuple(match.shape)} and change {tuple(change.shape)} must be one "
+                         "(candidates, images) shape")
+    low, high = match.amin(0), match.amax(0)
+    good = match >= low + share * (high - low)
+    return torch.where(good, change, torch.inf).argmin(0)
 
 
 def blend_edit(images: torch.Tensor, edited: torch.Tensor, change: torch.Tensor, threshold: float = 0.35
@@ -161,7 +186,7 @@ class Editor:
             raise ValueError(f"editing needs a VAE or a text-conditioned GAN; this model is a {family!r}")
         self.t2i, self.family, self.dataset = t2i, family, dataset
         self.lpips_net = lpips_net
-        self._lpips = None
+        self._lpips = self._judge = None
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu", encoder=None,
@@ -224,15 +249,18 @@ class Editor:
             self._lpips = LPIPS(self.lpips_net).to(self.t2i.device)
         return self._lpips
 
+    def _lpips_distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Per-image LPIPS; small images are upsampled to 64 px, as AlexNet's trunk needs room to see anything."""
+        size = max(64, a.shape[-1])
+        up = lambda x: x if x.shape[-1] == size else F.interpolate(x, size=(size, size), mode="bilinear",  # noqa: E731
+                                                                   align_corners=False)
+        return self.lpips()(up(a), up(b)).flatten()
+
     def _inversion_loss(self, fake: torch.Tensor, target: torch.Tensor, lpips_weight: float) -> torch.Tensor:
-        """Per-image pixel MSE + lpips_weight * LPIPS (small images are upsampled to 64 px for LPIPS,
-        whose AlexNet trunk needs room to see anything)."""
+        """Per-image pixel MSE + lpips_weight * LPIPS."""
         loss = (fake - target).square().flatten(1).mean(1)
         if lpips_weight > 0:
-            size = max(64, fake.shape[-1])
-            up = lambda x: x if x.shape[-1] == size else F.interpolate(x, size=(size, size), mode="bilinear",  # noqa: E731
-                                                                       align_corners=False)
-            loss = loss + lpips_weight * self.lpips()(up(fake), up(target))
+            loss = loss + lpips_weight * self._lpips_distance(fake, target)
         return loss
 
     def invert(self, images: torch.Tensor, captions: str | list[str], steps: int = 300, lr: float = 0.05,
@@ -336,17 +364,73 @@ class Editor:
         return self._regenerate(self.latents(images, captions, steps, seed, **inversion), captions, len(images))
 
     def edit(self, images: torch.Tensor, target: str | list[str], source: str | list[str] | None = None,
-             steps: int = 300, seed: int = 0, strength: float | None = None, local_blend: float | None = None,
+             steps: int = 300, seed: int = 0, strength: float | str | None = None, local_blend: float | None = None,
              **inversion) -> torch.Tensor:
         """Images changed to match `target` caption(s): latents under the source caption(s), decoded
         with the target. `strength` scales the caption change in pooled-embedding space (1: the
         target's embedding; above 1: the change pushed further; default 1.5 for a GAN, 1 for a VAE).
         `local_blend` (a threshold, e.g. 0.2; None: off) keeps the source's pixels wherever the
-        caption change does not act (blend_edit, change_map). Deterministic for given inputs and seed."""
+        caption change does not act (blend_edit, change_map). strength="auto" (a GAN saved with its
+        discriminator): per image, the least change its discriminator judges a good enough match
+        (edit_ladder, pick_least_change). Deterministic for given inputs and seed."""
         images = self._check(images)
+        if strength == "auto":
+            self.judge  # noqa: B018 (refuse before the inversion if there is none)
         source = self.source_captions(images, source, seed)
         return self.edit_latents(self.latents(images, source, steps, seed, **inversion), target, source, strength,
                                  local_blend=local_blend, images=images, seed=seed)
+
+    @property
+    def judge(self):
+        """The GAN's discriminator, loaded from the model folder: how well an image matches a caption."""
+        if self._judge is None:
+            from wordcanvas.models.gan import Discriminator
+
+            folder = Path(self.t2i.meta.get("path", "")) / self.t2i.meta.get("discriminator", "discriminator")
+            if self.family != "gan" or not (folder / "config.json").exists():
+                raise ValueError("strength='auto' needs a text-conditioned GAN saved with its discriminator (runs "
+                                 "exported by this version, or any of their checkpoints); give a number instead")
+            self._judge = Discriminator.from_pretrained(folder, map_location=str(self.t2i.device))
+            self._judge.eval().requires_grad_(False)
+        return self._judge
+
+    @torch.no_grad()
+    def match(self, images: torch.Tensor, target: str | list[str], source: str | list[str]) -> torch.Tensor:
+        """(N,) how much better the judge finds each image matches `target` than `source`: the cosine
+        gap in its image-text contrastive head where it has one, else the gap of its conditional logits."""
+        d, n = self.judge, len(images)
+        target, source = self._texts(target, n).pooled, self._texts(source, n).pooled
+        features = d.features(images)
+        if d.config.contrastive_dim > 0:
+            return d.similarity(features, target).diagonal() - d.similarity(features, source).diagonal()
+        return d.heads(features, target)[1] - d.heads(features, source)[1]
+
+    @torch.no_grad()
+    def edit_ladder(self, latents, target: str | list[str], source: list[str], images: torch.Tensor,
+                    strengths=AUTO_STRENGTHS, blends=AUTO_BLENDS, seed: int = 0) -> dict:
+        """Every (strength, local blend) candidate edit of the inverted images: {"settings": [(strength,
+        blend)], "images": (C, N, ...), "match": (C, N) judged match to the target (`match`), "change":
+        (C, N) LPIPS to the source}. `pick_least_change` chooses among them."""
+        images = self._check(images)
+        settings, outs, match, change = [], [], [], []
+        for strength in strengths:
+            edited = self.edit_latents(latents, target, source, strength)
+            where = self.change_map(source, target, strength, seed=seed) if any(b is not None for b in blends) else None
+            for blend in blends:
+                y = edited if blend is None else blend_edit(images, edited, where, blend)
+                settings.append((strength, blend))
+                outs.append(y)
+                match.append(self.match(y, target, source))
+                change.append(self._lpips_distance(y, images))
+        return {"settings": settings, "images": torch.stack(outs), "match": torch.stack(match),
+                "change": torch.stack(change)}
+
+    @staticmethod
+    def pick(ladder: dict, share: float = AUTO_SHARE) -> tuple[torch.Tensor, list[tuple[float, float | None]]]:
+        """The images `pick_least_change` chooses from an `edit_ladder`, and each one's (strength, blend)."""
+        chosen = pick_least_change(ladder["match"], ladder["change"], share)
+        images = ladder["images"][chosen, torch.arange(len(chosen))]
+        return images, [ladder["settings"][i] for i in chosen.tolist()]
 
     def _strength(self, strength: float | None) -> float:
         """The caller's edit strength, or the family's default (GAN 1.5, VAE 1)."""
@@ -354,11 +438,18 @@ class Editor:
             return strength
         return GAN_EDIT_DEFAULTS["strength"] if self.family == "gan" else 1.0
 
-    def edit_latents(self, latents, target: str | list[str], source: list[str], strength: float | None = None,
+    def edit_latents(self, latents, target: str | list[str], source: list[str], strength: float | str | None = None,
                      local_blend: float | None = None, images: torch.Tensor | None = None, seed: int = 0
                      ) -> torch.Tensor:
         """The second half of `edit`, for latents from `latents(images, source)`: one inversion can
-        serve several targets, strengths or blends (a local blend needs the source `images`)."""
+        serve several targets, strengths or blends (a local blend and strength="auto" need the source
+        `images`)."""
+        if strength == "auto":
+            if local_blend is not None:
+                raise ValueError("strength='auto' chooses the local blend itself; leave local_blend unset")
+            if images is None:
+                raise ValueError("strength='auto' needs the source images")
+            return self.pick(self.edit_ladder(latents, target, source, images, seed=seed))[0]
         strength = self._strength(strength)
         z = latents[0] if isinstance(latents, tuple) else latents
         edited = self._regenerate(latents, target, len(z), source, strength)

@@ -38,12 +38,22 @@ def add_edit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text", required=True, help="the edited caption: what the image should show")
     p.add_argument("--source-caption", dest="source_caption",
                    help="what the image shows now (default: predicted with the dataset's probes)")
-    p.add_argument("--strength", type=float,
+    p.add_argument("--strength", type=_strength,
                    help="scale of the caption change in embedding space (above 1: a stronger edit; default 1.5 "
-                        "for a GAN, 1 for a VAE)")
+                        "for a GAN, 1 for a VAE), or 'auto': a GAN's discriminator picks the strength and local "
+                        "blend that change the image least while matching the text")
     p.add_argument("--local-blend", dest="local_blend", type=float, metavar="THRESHOLD",
                    help="keep the source image's pixels wherever the caption change does not act (its mean effect "
                         "over many latents, below THRESHOLD of its peak fades to the source; 0.2 is a good start)")
+
+
+def _strength(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
 
 
 def _setup(args):

@@ -276,7 +276,8 @@ class GANFamily:
         return {"family": self.name, "generator": "generator_ema" if self.G_ema is not None else "generator",
                 "encoder": {"name": self.cfg.encoder, "folder": "encoder" if self.trainable else None},
                 "resolution": self.cfg.resolution, "channels": self.G.config.channels,
-                "truncation": self.s.truncation, "truncation_mode": self.s.truncation_mode}
+                "truncation": self.s.truncation, "truncation_mode": self.s.truncation_mode,
+                "discriminator": "discriminator"}  # kept: it judges image-text match for automatic edits
 
     def autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()

@@ -520,11 +520,14 @@ def _save_checkpoint(run_dir: Path, fam, cfg: TrainConfig, step: int, images_see
 
 
 def export_final(run_dir: Path, fam, step: int) -> Path:
-    """run_dir/final: the inference generator, a trained encoder if any, and model.json."""
+    """run_dir/final: the inference generator, a trained encoder if any, the discriminator where
+    the family names one in its meta (editing uses it as a judge), and model.json."""
     meta = {**fam.export_meta(), "generator": "generator", "step": step}
     modules = {"generator": fam.inference_generator}
     if "encoder" in fam.modules:
         modules["encoder"] = fam.modules["encoder"]
+    if meta.get("discriminator"):
+        modules[meta["discriminator"]] = fam.modules["discriminator"]
 
     def fill(tmp: Path) -> None:
         for name, module in modules.items():
