@@ -252,7 +252,11 @@ def main(argv=None) -> int:
             for name, (a, blend) in variants.items():
                 t0 = time.time()
                 if a == "auto":  # Editor.edit_latents(strength="auto"), its candidates shared by the shares
-                    ladder = ladder or editor.edit_ladder(latents, target, source, x, seed=args.seed)
+                    if ladder is None:
+                        ladder = editor.edit_ladder(latents, target, source, x, seed=args.seed)
+                        for other in chosen:  # every share row would pay for the candidates alone
+                            regen_s[other] += time.time() - t0
+                        t0 = time.time()
                     y, settings = editor.pick(ladder, blend)
                     chosen[name] += settings
                     outs[name].append(y.cpu())
