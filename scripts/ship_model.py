@@ -86,6 +86,13 @@ def main(argv=None) -> int:
     if dest.exists():
         shutil.rmtree(dest)
     shutil.copytree(final, dest)
+    meta = json.loads((final / "model.json").read_text())
+    judge = args.run / "checkpoints" / f"step-{meta.get('step', 0):07d}" / "discriminator"
+    if meta.get("family") == "gan" and not (dest / "discriminator").exists() and judge.is_dir():
+        # runs exported before final/ kept the discriminator: take it from the checkpoint of the same step
+        shutil.copytree(judge, dest / "discriminator")
+        meta["discriminator"] = "discriminator"
+        (dest / "model.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     (dest / "MODEL_CARD.md").write_text(model_card(args.name, config, mark, results))
     size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
     print(f"{dest.relative_to(ROOT)}: {size / 1e6:.1f} MB")

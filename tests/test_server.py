@@ -208,6 +208,17 @@ def test_edit_endpoint(client):
         r = client.post("/v1/edit", data={"text": "a blue square", "source": "a red square", "local_blend": bad},
                         files=files)
         assert r.status_code == 422 and "local_blend" in r.text, (bad, r.text)
+    # the run's discriminator picks strength and blend
+    r = client.post("/v1/edit", data={"text": "a blue square", "source": "a red square", "strength": "auto"},
+                    files=files)
+    assert r.status_code == 200, r.text
+    assert Image.open(io.BytesIO(r.content)).size == (16, 16)
+    for bad in ("0", "strong", "9"):
+        r = client.post("/v1/edit", data={"text": "a blue square", "source": "a red square", "strength": bad},
+                        files=files)
+        assert r.status_code == 422 and "strength" in r.text, (bad, r.text)
+    r = client.post("/v1/edit", data={"text": "a blue square", "strength": "auto", "local_blend": "0.2"}, files=files)
+    assert r.status_code == 422 and "chooses the local blend itself" in r.text
 
 
 def test_models_health_page_and_schema(client):

@@ -5,7 +5,7 @@
 
 POST /v1/generate   JSON (or multipart with a `style_image` file): prompt(s), n, seed, model, upscale,
                     style (built-in name) -> JSON with base64 PNGs, or one PNG with format="png"
-POST /v1/edit       multipart: image + text (+ source, model, seed, local_blend) -> the edited image
+POST /v1/edit       multipart: image + text (+ source, model, seed, local_blend, strength) -> the edited image
 POST /v1/upscale    multipart: image (+ scale, method)
 POST /v1/stylize    multipart: image + style image or style name (+ alpha, size)
 GET  /v1/models, GET /healthz, GET / (the web page), GET /docs (OpenAPI)
@@ -555,7 +555,8 @@ def create_app(models, *, limits: Limits | None = None, backend: str = "torch", 
             raise _error(422, str(e)) from None
         return await run_in_threadpool(png_response, out)
 
-    @app.post("/v1/edit", summary="edit an uploaded image with text (multipart: image, text, source, model, seed, local_blend)",
+    @app.post("/v1/edit", summary="edit an uploaded image with text (multipart: image, text, source, model, seed, "
+                                   "local_blend, strength)",
               openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
                   "type": "object", "required": ["image", "text"], "properties": {
                       "image": {"type": "string", "format": "binary"},
@@ -565,7 +566,10 @@ def create_app(models, *, limits: Limits | None = None, backend: str = "torch", 
                       "seed": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1, "default": 0},
                       "local_blend": {"type": "number", "minimum": 0.01, "maximum": 1.0,
                                       "description": "keep the upload's pixels where the caption change does not "
-                                                     "act (threshold; 0.2 is a good start); off when absent"}}}}}}},
+                                                     "act (threshold; 0.2 is a good start); off when absent"},
+                      "strength": {"type": "string", "description": "how far to push the caption change: a number "
+                                   "in (0, 5] or 'auto' (a GAN's discriminator picks strength and blend per image); "
+                                   "the model's default when absent"}}}}}}},
               responses={200: {"content": {"image/png": {}}}, **error_responses(404, 413, 415, 422, 501)})
     async def edit(request: Request):
         form = await _form(request)
@@ -577,12 +581,17 @@ def create_app(models, *, limits: Limits | None = None, backend: str = "torch", 
         source = check_prompts([source])[0] if isinstance(source, str) and source.strip() else None
         seed = _form_value(form, "seed", int, 0, low=0, high=2**32 - 1)
         local_blend = _form_value(form, "local_blend", float, None, low=0.01, high=1.0)
+        strength = form.get("strength")
+        if strength != "auto":
+            strength = _form_value(form, "strength", float, None, low=0.01, high=5.0)
+        if strength == "auto" and local_blend is not None:
+            raise _error(422, "strength 'auto' chooses the local blend itself: leave local_blend out")
         model = form.get("model") if isinstance(form.get("model"), str) and form.get("model") else None
         name, pipe = pipeline_for(model)
         image = await _upload(form, "image", limits)
         editor = await on_torch_thread(_editor_for, pipe)
         out = await on_torch_thread(_run_edit, editor, pipe, image, target, source, seed, limits.edit_steps,
-                                    local_blend)
+                                    local_blend, strength)
         from wordcanvas.utils.io import tensor_to_pil
 
         return await run_in_threadpool(png_response, tensor_to_pil(out[0]), **{"X-Model": name})
@@ -609,7 +618,7 @@ def _editor_for(pipe):
 
 
 def _run_edit(editor, pipe, image: Image.Image, target: str, source: str | None, seed: int, steps: int,
-              local_blend: float | None = None):
+              local_blend: float | None = None, strength: float | str | None = None):
     import numpy as np
     import torch
     import torch.nn.functional as F
@@ -623,6 +632,6 @@ def _run_edit(editor, pipe, image: Image.Image, target: str, source: str | None,
         x = F.interpolate(x, size=(pipe.resolution,) * 2, mode="bilinear", antialias=True, align_corners=False)
     try:
         return editor.edit(x.clamp(-1, 1), target, source=source, seed=seed, steps=steps,
-                           local_blend=local_blend).cpu()
+                           local_blend=local_blend, strength=strength).cpu()
     except ValueError as e:  # e.g. no source caption and no probe to describe the image
         raise _error(422, str(e)) from None
