@@ -99,3 +99,23 @@ def test_auto_edit_is_refused_without_a_judge(judged_run, tmp_path):
     editor = Editor(TextToImage.from_pretrained(judged_run.run_dir, encoder=HashEncoder()))
     with pytest.raises(ValueError, match="chooses the local blend itself"):
         editor.edit(images, "a red square", "a blue square", steps=2, strength="auto", local_blend=0.35)
+
+
+def test_the_shipped_face_model_edits_automatically_from_the_command_line(tmp_path):
+    """The shipped toy-faces GAN carries its discriminator and its dataset is known (so the source
+    caption can be predicted): `wordcanvas edit --model toy-faces --strength auto` runs as is."""
+    from PIL import Image
+
+    from wordcanvas.cli import main
+    from wordcanvas.data.toy_faces import ToyFaces
+    from wordcanvas.edit import run_dataset
+    from wordcanvas.models.defaults import default_model_dir
+    from wordcanvas.utils.io import tensor_to_pil
+
+    folder = default_model_dir("toy-faces")
+    assert run_dataset(folder) == "toy-faces" and (folder / "discriminator" / "config.json").exists()
+    face, out = tmp_path / "face.png", tmp_path / "edited.png"
+    tensor_to_pil(ToyFaces("test", 64, size=1, seed=0).image(0)).save(face)
+    assert main(["edit", str(face), "--text", "a man wearing glasses", "--model", "toy-faces", "--strength", "auto",
+                 "--steps", "5", "--threads", "1", "--out", str(out)]) == 0
+    assert Image.open(out).size == (64, 64)

@@ -112,6 +112,11 @@ def run_dataset(folder: str | os.PathLike) -> str | None:
     manifest = folder / "manifest.json"
     if manifest.exists():
         return json.loads(manifest.read_text()).get("config", {}).get("data")
+    from wordcanvas.models.defaults import SHIPPED_MODELS, WEIGHTS_DIR
+
+    for dataset, name in SHIPPED_MODELS.items():  # a shipped model is named after its dataset
+        if folder.resolve() == (WEIGHTS_DIR / name).resolve():
+            return dataset
     return None
 
 

@@ -6,7 +6,8 @@ import argparse
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("image", help="image file (cropped to a square and resized to the model's size)")
-    p.add_argument("--model", required=True, help="run folder, its final/ folder, or a checkpoint folder")
+    p.add_argument("--model", required=True,
+                   help="a shipped model name (toy-faces, fashion-mnist), a run folder, its final/ folder, or a checkpoint folder")
     p.add_argument("--out", required=True, help="output PNG")
     p.add_argument("--steps", type=int, default=300, help="GAN inversion steps (unused by a VAE)")
     p.add_argument("--lpips-weight", dest="lpips_weight", type=float,
@@ -63,7 +64,9 @@ def _setup(args):
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    editor = Editor.from_pretrained(args.model, device=args.device, dataset=args.dataset)
+    from wordcanvas.models.defaults import resolve_model
+
+    editor = Editor.from_pretrained(resolve_model(args.model), device=args.device, dataset=args.dataset)
     image = load_image(args.image, editor.channels, editor.resolution).to(args.device)
     return editor, image
 
