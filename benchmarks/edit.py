@@ -27,6 +27,7 @@ import argparse
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from _common import ROOT, command_line, machine_info, markdown_table, write_json
@@ -283,8 +284,6 @@ def main(argv=None) -> int:
                 r["after_tuning"] = {k: v for k, v in score(edits[args.tuned_on:], later(pred_src),
                                                             later(pred_out)).items() if not isinstance(v, dict)}
             if name in chosen:
-                from collections import Counter
-
                 r["chosen"] = {f"strength {a:g}, blend {b}": c for (a, b), c in sorted(
                     Counter(chosen[name]).items(), key=lambda kv: -kv[1])}
             with torch.no_grad():

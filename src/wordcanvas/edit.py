@@ -403,8 +403,11 @@ class Editor:
     def match(self, images: torch.Tensor, target: str | list[str], source: str | list[str]) -> torch.Tensor:
         """(N,) how much better the judge finds each image matches `target` than `source`: the cosine
         gap in its image-text contrastive head where it has one, else the gap of its conditional logits."""
-        d, n = self.judge, len(images)
-        target, source = self._texts(target, n).pooled, self._texts(source, n).pooled
+        n = len(images)
+        return self._match_pooled(images, self._texts(target, n).pooled, self._texts(source, n).pooled)
+
+    def _match_pooled(self, images: torch.Tensor, target: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        d = self.judge
         features = d.features(images)
         if d.config.contrastive_dim > 0:
             return d.similarity(features, target).diagonal() - d.similarity(features, source).diagonal()
@@ -417,6 +420,7 @@ class Editor:
         blend)], "images": (C, N, ...), "match": (C, N) judged match to the target (`match`), "change":
         (C, N) LPIPS to the source}. `pick_least_change` chooses among them."""
         images = self._check(images)
+        pooled = self._texts(target, len(images)).pooled, self._texts(source, len(images)).pooled  # once for all
         settings, outs, match, change = [], [], [], []
         for strength in strengths:
             edited = self.edit_latents(latents, target, source, strength)
@@ -425,7 +429,7 @@ class Editor:
                 y = edited if blend is None else blend_edit(images, edited, where, blend)
                 settings.append((strength, blend))
                 outs.append(y)
-                match.append(self.match(y, target, source))
+                match.append(self._match_pooled(y, *pooled))
                 change.append(self._lpips_distance(y, images))
         return {"settings": settings, "images": torch.stack(outs), "match": torch.stack(match),
                 "change": torch.stack(change)}
