@@ -54,6 +54,29 @@ def test_gan_cls_generator_and_dcgan_trunk_shapes_and_text_dependence(res, chann
     assert not torch.allclose(g(z, emb), g(z, other), atol=1e-4)
 
 
+def test_gan_cls_cross_attention_reads_tokens_beyond_the_pooled_caption():
+    cfg = GANCLSConfig(resolution=32, channels=1, text_dim=24, ngf=8, attn_resolutions=(8, 16, 32))
+    assert cfg.attn_resolutions == (8, 16)  # the last block ends at 16 px; 32 is the image itself
+    g = GANCLSGenerator(cfg).eval()
+    emb, z = text(3, 24), torch.randn(3, g.config.z_dim)
+    assert g(z, emb).shape == (3, 1, 32, 32)
+    swapped = TextEmbedding(emb.tokens.roll(1, 0), emb.mask.roll(1, 0), emb.pooled)  # same pooled text, other tokens
+    reordered = TextEmbedding(emb.tokens.flip(1), emb.mask.flip(1), emb.pooled)
+    padded = TextEmbedding(torch.cat([emb.tokens, torch.randn(3, 2, 24)], 1),
+                           torch.cat([emb.mask, torch.zeros(3, 2, dtype=emb.mask.dtype)], 1), emb.pooled)
+    with torch.no_grad():
+        # a fresh layer is the identity (its output projection starts at zero): pooled text only
+        assert torch.allclose(g(z, emb), g(z, swapped), atol=1e-6)
+        for attn in g.attn.values():
+            torch.nn.init.normal_(attn.to_out.weight, std=0.5)
+            torch.nn.init.normal_(attn.to_q.weight, std=0.5)
+        assert not torch.allclose(g(z, emb), g(z, swapped), atol=1e-4)  # the token states now reach the image
+        # attention is over a set: where a token sits comes from its contextual state, not its slot
+        assert torch.allclose(g(z, emb), g(z, reordered), atol=1e-5)
+        assert torch.allclose(g(z, emb), g(z, padded), atol=1e-5)  # masked tokens are not read
+    assert {"attn.8.to_q.weight", "attn.16.to_kv.weight", "token_proj.proj.weight"} <= set(g.state_dict())
+
+
 def test_minibatch_stddev_measures_each_groups_spread():
     x = torch.randn(6, 3, 4, 4, generator=torch.Generator().manual_seed(0))
     out = minibatch_stddev(x, 4)  # 6 is not divisible by 4: groups of 3, members i, i + 2, i + 4

@@ -112,16 +112,22 @@ class GANCLSConfig:
     cond_dim: int = 128         # projected text size (GAN-CLS: 128)
     ngf: int = 64               # width before the last layer; doubles per halving towards 4x4
     max_channels: int = 512     # width cap
+    attn_resolutions: tuple[int, ...] = ()  # cross-attention over text tokens after the block of these sizes
+    attn_heads: int = 4                     # heads per cross-attention layer
 
     def __post_init__(self):
         check_resolution(self.resolution)
+        # the blocks end at resolution / 2: the last transposed convolution draws the image
+        self.attn_resolutions = tuple(int(r) for r in self.attn_resolutions if 4 <= int(r) <= self.resolution // 2)
 
 
 class GANCLSGenerator(PretrainedModel):
     """GAN-CLS generator: (z ++ LeakyReLU(projected pooled text)) -> 4x4 transposed convolution ->
     x2 transposed convolutions -> tanh. After every convolution but the last: BatchNorm without its
     own affine, then a per-channel scale and shift predicted from (z, text) (conditional BatchNorm),
-    so the caption conditions every block. Token states are not read (pooled text only). Batch
+    so the caption conditions every block. With `attn_resolutions`, the blocks of those sizes are
+    followed by masked cross-attention to the caption's token states (the design's answer for
+    compositional captions: which digit goes where is carried by tokens, not by the pooled mean). Batch
     statistics are per process: a multi-process run is close to, not equal to, one process with the
     global batch (like the DCGAN baseline)."""
 
@@ -140,14 +146,21 @@ class GANCLSGenerator(PretrainedModel):
         self.norms = nn.ModuleList(nn.BatchNorm2d(w, affine=False) for w in widths)
         self.affines = nn.ModuleList(Affine(cond, w) for w in widths)
         self.to_rgb = nn.ConvTranspose2d(widths[-1], c.channels, 4, 2, 1)
+        self.sizes = [4 * 2 ** i for i in range(n_up)]
+        self.token_proj = TextProjection(c.text_dim, c.cond_dim) if c.attn_resolutions else None
+        self.attn = nn.ModuleDict({str(s): CrossAttention(w, c.cond_dim, c.attn_heads)
+                                   for s, w in zip(self.sizes, widths) if s in c.attn_resolutions})
         for m in self.convs:
             nn.init.normal_(m.weight, 0.0, 0.02)  # DCGAN initialisation
 
     def forward(self, z: torch.Tensor, text: TextEmbedding) -> torch.Tensor:
         cond = torch.cat([z, lrelu(self.text_proj(text.pooled))], dim=1)
+        tokens = self.token_proj(text.tokens) if self.token_proj is not None else None
         x = cond[:, :, None, None]
-        for conv, norm, affine in zip(self.convs, self.norms, self.affines):
+        for size, conv, norm, affine in zip(self.sizes, self.convs, self.norms, self.affines):
             x = F.relu(affine(norm(conv(x)), cond))
+            if str(size) in self.attn:
+                x = self.attn[str(size)](x, tokens, text.mask)
         return torch.tanh(self.to_rgb(x))
 
     def sample_noise(self, n: int, generator: torch.Generator | None = None, truncation: float | None = None,

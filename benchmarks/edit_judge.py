@@ -1,0 +1,225 @@
+"""Which judgement should pick the automatic edit? A study on the candidates of `Editor.edit_ladder`.
+
+    python benchmarks/edit_judge.py collect --gan src/wordcanvas/weights/t2i-toy-faces --n 504 \\
+        --out runs/edit_judge/ladder.pt
+    python benchmarks/edit_judge.py compare runs/edit_judge/ladder.pt --tuned-on 100 --out docs/edit_toy-faces/judge
+
+`collect` runs the edit benchmark's edits (benchmarks/edit.py: same plan, inversion and captions)
+and, for every candidate (strength x local blend) of every edit, stores what the model itself can
+see: the discriminator's contrastive cosines with the target and source captions, its conditional
+and unconditional logits, the cosine between the candidate's and the source image's contrastive
+image embeddings, LPIPS and pixel MSE to the source; and, to score them, the probes' verdicts
+(success of the edit, number of other attributes kept). The probes never enter a rule.
+
+`compare` evaluates selection rules on that table: each rule picks one candidate per edit from the
+model's own signals, with its free parameter chosen on the first --tuned-on edits (the bar that
+reaches success >= 0.85 there with the best preservation) and scored on all edits and on the rest.
+Also the best possible pick (the least-LPIPS candidate the probes call a success), the ceiling of
+any judge on this ladder.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from _common import ROOT, command_line, machine_info, markdown_table, write_json
+
+STRENGTHS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)
+BLENDS = (1.0, 0.75, 0.5, 0.35, 0.2, None)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("collect")
+    c.add_argument("--gan", required=True, help="toy-faces text GAN saved with its discriminator")
+    c.add_argument("--n", type=int, default=504)
+    c.add_argument("--gan-steps", dest="gan_steps", type=int, default=300)
+    c.add_argument("--lpips-weight", dest="lpips_weight", type=float, default=0.3)
+    c.add_argument("--offset-weight", dest="offset_weight", type=float, default=0.1)
+    c.add_argument("--style-weight", dest="style_weight", type=float, default=0.001)
+    c.add_argument("--batch", type=int, default=56)
+    c.add_argument("--threads", type=int, default=os.cpu_count())
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--out", type=Path, default=ROOT / "runs" / "edit_judge" / "ladder.pt")
+    m = sub.add_parser("compare")
+    m.add_argument("table", type=Path)
+    m.add_argument("--tuned-on", dest="tuned_on", type=int, default=100)
+    m.add_argument("--success", type=float, default=0.85, help="success the tuning aims for")
+    m.add_argument("--out", type=Path, default=ROOT / "docs" / "edit_toy-faces" / "judge")
+    return p.parse_args(argv)
+
+
+@torch.no_grad()
+def judge_signals(editor, images: torch.Tensor, source_images: torch.Tensor, target: list[str], source: list[str]
+                  ) -> dict[str, torch.Tensor]:
+    """Everything the discriminator says of a batch of candidates, per image."""
+    d, n = editor.judge, len(images)
+    t, s = editor._texts(target, n).pooled, editor._texts(source, n).pooled
+    features = d.features(images)
+    uncond, logit_t = d.heads(features, t)
+    logit_s = d.heads(features, s)[1]
+    embed = lambda f: torch.nn.functional.normalize(  # noqa: E731
+        d.contrastive_image(torch.nn.functional.leaky_relu(f, 0.2).mean(dim=(2, 3))), dim=1)
+    image_cos = (embed(features) * embed(d.features(source_images))).sum(1)
+    return {"cos_target": d.similarity(features, t).diagonal(), "cos_source": d.similarity(features, s).diagonal(),
+            "logit_target": logit_t, "logit_source": logit_s, "uncond": uncond, "image_cos": image_cos,
+            "lpips": editor._lpips_distance(images, source_images),
+            "mse": (images - source_images).pow(2).mean(dim=(1, 2, 3))}
+
+
+def verdicts(edits: list[dict], pred_src: dict, pred_out: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per edit: success, other attributes kept, other attributes counted (benchmarks/edit.py's rules)."""
+    from edit import score
+
+    ok, kept, counted = [], [], []
+    for j, e in enumerate(edits):
+        r = score([e], {k: v[j:j + 1] for k, v in pred_src.items()}, {k: v[j:j + 1] for k, v in pred_out.items()})
+        ok.append(r["success"])
+        counted.append(sum(1 for name in pred_src if name != e["attr"]
+                           and not (name == "hair_color" and (e["source"]["hair_style"] == 0 or e["target"]["hair_style"] == 0))
+                           and not (e["attr"] == "hair_style" and name in ("hair_color", "hat"))))
+        kept.append(r["preservation"] * counted[-1])
+    return torch.tensor(ok, dtype=torch.bool), torch.tensor(kept).round().long(), torch.tensor(counted)
+
+
+def collect(args) -> int:
+    from tqdm import tqdm
+
+    from edit import plan_edits
+    from wordcanvas.edit import Editor, blend_edit
+    from wordcanvas.metrics.probes import load_probe
+
+    torch.set_num_threads(args.threads)
+    editor = Editor.from_pretrained(args.gan, dataset="toy-faces")
+    probe = load_probe("toy-faces")
+    faces, edits = plan_edits(args.n, args.seed, editor.resolution, "edited")
+    settings = [(a, b) for a in STRENGTHS for b in BLENDS]
+    rows: dict[str, list] = {}
+    sources, outs = [], [[] for _ in settings]
+    for lo in tqdm(range(0, len(edits), args.batch), desc="ladders"):
+        chunk = edits[lo:lo + args.batch]
+        x = torch.stack([faces.image(e["index"]) for e in chunk])
+        source, target = [e["source_caption"] for e in chunk], [e["target_caption"] for e in chunk]
+        latents = editor.latents(x, source, steps=args.gan_steps, seed=args.seed, lpips_weight=args.lpips_weight,
+                                 offset_weight=args.offset_weight, style_weight=args.style_weight)
+        per = {}
+        for a in STRENGTHS:
+            edited = editor.edit_latents(latents, target, source, a)
+            where = editor.change_map(source, target, a, seed=args.seed)
+            for b in BLENDS:
+                y = edited if b is None else blend_edit(x, edited, where, b)
+                outs[settings.index((a, b))].append(y)
+                for k, v in judge_signals(editor, y, x, target, source).items():
+                    per.setdefault(k, []).append(v)
+        for k, v in per.items():
+            rows.setdefault(k, []).append(torch.stack(v))  # (C, chunk)
+        sources.append(x)
+    x = torch.cat(sources)
+    pred_src = probe.predict(x)
+    success, kept = [], []
+    for c in range(len(settings)):
+        ok, keep, counted = verdicts(edits, pred_src, probe.predict(torch.cat(outs[c])))
+        success.append(ok)
+        kept.append(keep)
+    table = {k: torch.cat(v, dim=1) for k, v in rows.items()}
+    table.update({"success": torch.stack(success), "kept": torch.stack(kept), "counted": counted,
+                  "settings": settings, "attr": [e["attr"] for e in edits], "command": command_line(),
+                  "machine": machine_info(threads=args.threads)})
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(table, args.out)
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def standardize(v: torch.Tensor) -> torch.Tensor:
+    """Per image, across its candidates: rank scaled to [0, 1], so judgements of different scales mix."""
+    return v.argsort(0).argsort(0).float() / max(len(v) - 1, 1)
+
+
+def pick_relative(match: torch.Tensor, change: torch.Tensor, share: float) -> torch.Tensor:
+    from wordcanvas.edit import pick_least_change
+
+    return pick_least_change(match, change, share)
+
+
+def outcome(table: dict, chosen: torch.Tensor, lo: int = 0, hi: int | None = None) -> tuple[float, float, float]:
+    idx = torch.arange(len(chosen))[lo:hi]
+    c = chosen[lo:hi]
+    success = table["success"][c, idx].float().mean()
+    kept = table["kept"][c, idx].sum() / table["counted"][lo:hi].sum()
+    return float(success), float(kept), float(table["lpips"][c, idx].mean())
+
+
+def rules(t: dict) -> dict:
+    """name -> (match (C, N), change (C, N)): pick_least_change's inputs."""
+    con = t["cos_target"] - t["cos_source"]
+    logit = t["logit_target"] - t["logit_source"]
+    lp = t["lpips"]
+    r = {"contrastive gap (current)": (con, lp),
+         "logit gap": (logit, lp),
+         "rank mean of contrastive and logit gaps": ((standardize(con) + standardize(logit)) / 2, lp),
+         "contrastive gap + cosine to target (ranks)": ((standardize(con) + standardize(t["cos_target"])) / 2, lp),
+         "contrastive gap, change = LPIPS + image-embedding distance":
+             (con, standardize(lp) + standardize(-t["image_cos"])),
+         "rank mean of gaps, change = LPIPS + image-embedding distance":
+             ((standardize(con) + standardize(logit)) / 2, standardize(lp) + standardize(-t["image_cos"])),
+         "contrastive gap, realism-penalised": (con + 0.0 * t["uncond"], lp)}
+    return r
+
+
+def compare(args) -> int:
+    t = torch.load(args.table, weights_only=False)
+    n, k = t["success"].shape[1], args.tuned_on
+    shares = [i / 40 for i in range(41)]
+    res, rows = {}, []
+    for subset_name, keep in (("full ladder", None), ("ladder of the editor (no strength 4, no blend 0.2)",
+                                                      [i for i, (a, b) in enumerate(t["settings"]) if a != 4.0 and b != 0.2])):
+        sub = dict(t)
+        if keep is not None:
+            for key, v in t.items():
+                if isinstance(v, torch.Tensor) and v.ndim == 2:
+                    sub[key] = v[keep]
+        # the ceiling: the least-LPIPS candidate that succeeds (else the least-LPIPS one)
+        best = torch.where(sub["success"], sub["lpips"], sub["lpips"] + 10).argmin(0)
+        s, p, l = outcome(sub, best)
+        rows.append({"ladder": subset_name, "rule": "perfect judge (probes)", "share": None, "success": s,
+                     "preservation": p, "lpips": l, "late_success": outcome(sub, best, k)[0],
+                     "late_preservation": outcome(sub, best, k)[1]})
+        for name, (match, change) in rules(sub).items():
+            tuned = []
+            for q in shares:
+                chosen = pick_relative(match, change, q)
+                s, p, _ = outcome(sub, chosen, 0, k)
+                tuned.append((s >= args.success, p if s >= args.success else s, q))
+            q = max(tuned)[2]
+            chosen = pick_relative(match, change, q)
+            s, p, l = outcome(sub, chosen)
+            ls, lp_, _ = outcome(sub, chosen, k)
+            curve = {f"{q:g}": outcome(sub, pick_relative(match, change, q)) for q in shares}
+            res[f"{subset_name}: {name}"] = {"share": q, "success": s, "preservation": p, "lpips": l,
+                                             "late_success": ls, "late_preservation": lp_, "curve": curve}
+            rows.append({"ladder": subset_name, "rule": name, "share": q, "success": s, "preservation": p,
+                         "lpips": l, "late_success": ls, "late_preservation": lp_})
+    cols = [("ladder", "ladder", ""), ("rule", "rule", ""), ("share (tuned)", "share", ">.3f"),
+            ("success", "success", ">.3f"), ("preservation", "preservation", ">.3f"),
+            (f"success, edits {k}+", "late_success", ">.3f"), (f"preservation, edits {k}+", "late_preservation", ">.3f"),
+            ("LPIPS", "lpips", ">.3f")]
+    print(markdown_table(rows, cols))
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json(args.out / "results.json", {"command": command_line(), "collected_by": t["command"],
+                                           "machine": t["machine"], "n": n, "tuned_on": k, "rules": res})
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    return collect(args) if args.command == "collect" else compare(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
