@@ -133,3 +133,40 @@ def test_edit_tab_uploads_an_image_and_shows_the_result(server, browser, tmp_pat
         for (let i = 0; i < data.length; i += 4) seen.add(`${data[i]},${data[i + 1]},${data[i + 2]}`);
         return [...seen];""", newest)
     assert colours == ["220,20,20"]
+
+
+def test_edit_tab_offers_automatic_strength(server, browser, tmp_path):
+    pytest.importorskip("wordcanvas.edit")
+    from PIL import Image
+    from selenium.webdriver.support.ui import Select
+
+    picture = tmp_path / "red.png"
+    Image.new("RGB", (24, 24), (220, 20, 20)).save(picture)
+    browser.get(server + "/")
+    wait = WebDriverWait(browser, 120)
+    browser.find_element(By.ID, "tab-edit").click()
+    # record what the page sends, then let the request through unchanged
+    browser.execute_script("""
+        window.sentStrengths = [];
+        const realFetch = window.fetch;
+        window.fetch = (url, options) => {
+          if (options && options.body instanceof FormData) window.sentStrengths.push(options.body.get("strength"));
+          return realFetch(url, options);
+        };""")
+    keep = browser.find_element(By.ID, "edit-keep")
+    keep.click()
+    Select(browser.find_element(By.ID, "edit-strength")).select_by_value("auto")
+    assert not keep.is_selected() and not keep.is_enabled()  # auto picks the local blend itself
+    browser.find_element(By.ID, "edit-file").send_keys(str(picture))
+    browser.find_element(By.ID, "edit-text").send_keys("a blue square")
+    browser.find_element(By.ID, "edit-source").send_keys("a red square")
+    browser.find_element(By.ID, "edit").click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#gallery figure.result img")
+               or d.find_element(By.ID, "error").text)
+    assert not browser.find_element(By.ID, "error").text
+    image = browser.find_element(By.CSS_SELECTOR, "#gallery figure.result img")
+    wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image))
+    assert browser.execute_script("return arguments[0].naturalWidth", image) == 16
+    assert browser.execute_script("return window.sentStrengths") == ["auto"]
+    Select(browser.find_element(By.ID, "edit-strength")).select_by_value("1.5")
+    assert keep.is_enabled()

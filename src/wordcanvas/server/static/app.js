@@ -117,6 +117,7 @@ async function edit(event) {
   if ($("edit-source").value) form.append("source", $("edit-source").value);
   form.append("seed", $("edit-seed").value || "0");
   if ($("edit-keep").checked) form.append("local_blend", "0.2");  // the threshold measured in docs/edit_toy-faces
+  if ($("edit-strength").value) form.append("strength", $("edit-strength").value);
   if ($("model").value) form.append("model", $("model").value);
   busy(button, status, true, "editing… (a GAN inverts the image first: this takes a while)");
   try {
@@ -143,5 +144,10 @@ document.addEventListener("DOMContentLoaded", () => {
   for (const t of document.querySelectorAll(".tab")) t.addEventListener("click", () => switchTab(t));
   $("panel-generate").addEventListener("submit", generate);
   $("panel-edit").addEventListener("submit", edit);
+  $("edit-strength").addEventListener("change", () => {  // auto chooses the local blend itself
+    const auto = $("edit-strength").value === "auto";
+    if (auto) $("edit-keep").checked = false;
+    $("edit-keep").disabled = auto;
+  });
   loadModels();
 });
