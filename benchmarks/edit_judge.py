@@ -63,9 +63,7 @@ def judge_signals(editor, images: torch.Tensor, source_images: torch.Tensor, tar
     features = d.features(images)
     uncond, logit_t = d.heads(features, t)
     logit_s = d.heads(features, s)[1]
-    embed = lambda f: torch.nn.functional.normalize(  # noqa: E731
-        d.contrastive_image(torch.nn.functional.leaky_relu(f, 0.2).mean(dim=(2, 3))), dim=1)
-    image_cos = (embed(features) * embed(d.features(source_images))).sum(1)
+    image_cos = (d.image_embedding(features) * d.image_embedding(d.features(source_images))).sum(1)
     return {"cos_target": d.similarity(features, t).diagonal(), "cos_source": d.similarity(features, s).diagonal(),
             "logit_target": logit_t, "logit_source": logit_s, "uncond": uncond, "image_cos": image_cos,
             "lpips": editor._lpips_distance(images, source_images),

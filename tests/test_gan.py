@@ -310,3 +310,20 @@ def test_recipe_configs_build_their_models(name):
     images = g(torch.randn(4, g.config.z_dim), text(4, 384))
     assert images.shape == (4, common["channels"], cfg.resolution, cfg.resolution)
     assert [t.shape for t in d(images, text(4, 384).pooled)] == [(4,), (4,)]
+
+
+def test_contrastive_head_flatten_pool_sees_where_features_are():
+    feats = torch.randn(2, 33, 4, 4)
+    moved = feats.flip(-1)  # the same features, mirrored left-right
+    kw = dict(resolution=32, channels=1, text_dim=8, ndf=8, max_channels=32, contrastive_dim=16, mbstd_group=4)
+    mean_d = Discriminator(DiscriminatorConfig(**kw))
+    flat_d = Discriminator(DiscriminatorConfig(**kw, contrastive_pool="flatten"))
+    with torch.no_grad():
+        assert torch.allclose(mean_d.image_embedding(feats), mean_d.image_embedding(moved), atol=1e-6)
+        assert not torch.allclose(flat_d.image_embedding(feats), flat_d.image_embedding(moved), atol=1e-3)
+        e = flat_d.image_embedding(feats)
+        assert e.shape == (2, 16) and torch.allclose(e.norm(dim=1), torch.ones(2))
+        images = torch.randn(3, 1, 32, 32)
+        assert flat_d.similarity(flat_d.features(images), torch.randn(5, 8)).shape == (3, 5)
+    with pytest.raises(ValueError, match="contrastive_pool"):
+        DiscriminatorConfig(contrastive_pool="max")

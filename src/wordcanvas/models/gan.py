@@ -185,9 +185,13 @@ class DiscriminatorConfig:
                                   # generators are told apart from real data; 0 = off
     contrastive_dim: int = 0      # size of the image-text contrastive head (XMC-GAN's sentence contrastive
                                   # loss: each image against every caption of the batch); 0 = no head
+    contrastive_pool: str = "mean"  # how the head sees the 4x4 features: "mean" (what is there) or "flatten"
+                                    # (what is where: for captions that place things, e.g. captioned MNIST)
 
     def __post_init__(self):
         check_resolution(self.resolution)
+        if self.contrastive_pool not in ("mean", "flatten"):
+            raise ValueError(f"contrastive_pool must be 'mean' or 'flatten', got {self.contrastive_pool!r}")
         if self.cond_head not in ("concat", "projection"):
             raise ValueError(f"cond_head must be 'concat' or 'projection', got {self.cond_head!r}")
         if self.trunk not in ("resnet", "dcgan"):
@@ -222,7 +226,7 @@ class Discriminator(PretrainedModel):
         else:
             self.text_proj = TextProjection(c.text_dim, feat)
         if c.contrastive_dim > 0:
-            self.contrastive_image = nn.Linear(feat, c.contrastive_dim)
+            self.contrastive_image = nn.Linear(feat * (16 if c.contrastive_pool == "flatten" else 1), c.contrastive_dim)
             self.contrastive_text = TextProjection(c.text_dim, c.contrastive_dim)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
@@ -245,12 +249,18 @@ class Discriminator(PretrainedModel):
     def forward(self, images: torch.Tensor, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.heads(self.features(images), pooled)
 
+    def image_embedding(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, contrastive_dim) unit vectors: each image in the contrastive head's space."""
+        h = lrelu(features)
+        h = h.flatten(1) if self.config.contrastive_pool == "flatten" else h.mean(dim=(2, 3))
+        return F.normalize(self.contrastive_image(h), dim=1)
+
     def similarity(self, features: torch.Tensor, pooled: torch.Tensor, standardized: bool = False) -> torch.Tensor:
         """(B_images, B_texts) cosine similarities of every image with every caption in the
         contrastive head's space (needs contrastive_dim > 0)."""
         if self.config.contrastive_dim <= 0:
             raise ValueError("this discriminator has no contrastive head (contrastive_dim = 0)")
-        image = F.normalize(self.contrastive_image(lrelu(features).mean(dim=(2, 3))), dim=1)
+        image = self.image_embedding(features)
         text = F.normalize(self.contrastive_text(pooled, standardized), dim=1)
         return image @ text.T
 
