@@ -59,6 +59,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--auto-shares", dest="auto_shares", default="",
                    help="comma list: also a row 'auto (share q)' per GAN method and value, the editor's "
                         "strength='auto' (its discriminator picks strength and local blend per image) with that bar")
+    p.add_argument("--start", type=int, default=0,
+                   help="edit the held-out renders from this index on (e.g. 504: faces no earlier run tuned on)")
     p.add_argument("--tuned-on", dest="tuned_on", type=int, default=0,
                    help="the first N edits chose settings: also score each row on the edits after them")
     p.add_argument("--no-offset-only", dest="offset_only", action="store_false",
@@ -125,18 +127,19 @@ def edit_captions(src: dict, new: dict, attr: str, mention: str, seed: int) -> t
                  for a in (src, new))
 
 
-def plan_edits(n: int, seed: int, resolution: int, mention: str = "edited"):
-    """n (image index, source attrs, edited attr, target attrs, source caption, target caption)."""
+def plan_edits(n: int, seed: int, resolution: int, mention: str = "edited", start: int = 0):
+    """n (image index, source attrs, edited attr, target attrs, source caption, target caption),
+    on the held-out renders start, ..., start + n - 1."""
     import numpy as np
 
     from wordcanvas.data.grammar import ATTRIBUTES
     from wordcanvas.data.toy_faces import ToyFaces, heldout_combination, is_valid
 
-    faces = ToyFaces("test", resolution, size=max(n, 1), seed=0)
+    faces = ToyFaces("test", resolution, size=max(start + n, 1), seed=0)
     names = list(ATTRIBUTES)
     rng = np.random.default_rng(seed)
     edits, k = [], 0
-    for i in range(n):
+    for i in range(start, start + n):
         src = faces.labels(i)
         for tries in range(len(names)):
             attr = names[(k + tries) % len(names)]
@@ -223,7 +226,7 @@ def main(argv=None) -> int:
     shares = [float(q) for q in args.auto_shares.split(",") if q.strip()]
     results = {"command": command_line(), "machine": machine_info(threads=args.threads),
                "settings": {"n": args.n, "gan_steps": args.gan_steps, "lpips_weight": args.lpips_weight,
-                            "mention": args.mention, "gan_offset_weights": offset_weights,
+                            "mention": args.mention, "start": args.start, "gan_offset_weights": offset_weights,
                             "gan_style_weights": args.gan_style_weights,
                             "strengths": strengths, "vae_strengths": vae_strengths, "local_blends": list(blends.values()),
                             "auto_shares": shares, "tuned_on": args.tuned_on,
@@ -238,7 +241,7 @@ def main(argv=None) -> int:
         if base != "vae":
             variants.update({f"{base}, auto (share {q:g})": ("auto", q) for q in shares})
         chosen = {name: [] for name, (a, _) in variants.items() if a == "auto"}
-        faces, edits = plan_edits(args.n, args.seed, editor.resolution, args.mention)
+        faces, edits = plan_edits(args.n, args.seed, editor.resolution, args.mention, args.start)
         inversion_s, regen_s = 0.0, dict.fromkeys(variants, 0.0)
         outs, sources = {name: [] for name in variants}, []
         for lo in tqdm(range(0, len(edits), args.batch), desc=f"edit {base}", disable=not args.progress):

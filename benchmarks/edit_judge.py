@@ -157,60 +157,74 @@ def rules(t: dict) -> dict:
     """name -> (match (C, N), change (C, N)): pick_least_change's inputs."""
     con = t["cos_target"] - t["cos_source"]
     logit = t["logit_target"] - t["logit_source"]
-    lp = t["lpips"]
-    r = {"contrastive gap (current)": (con, lp),
-         "logit gap": (logit, lp),
-         "rank mean of contrastive and logit gaps": ((standardize(con) + standardize(logit)) / 2, lp),
-         "contrastive gap + cosine to target (ranks)": ((standardize(con) + standardize(t["cos_target"])) / 2, lp),
-         "contrastive gap, change = LPIPS + image-embedding distance":
-             (con, standardize(lp) + standardize(-t["image_cos"])),
-         "rank mean of gaps, change = LPIPS + image-embedding distance":
-             ((standardize(con) + standardize(logit)) / 2, standardize(lp) + standardize(-t["image_cos"])),
-         "contrastive gap, realism-penalised": (con + 0.0 * t["uncond"], lp)}
-    return r
+    both = (standardize(con) + standardize(logit)) / 2
+    lp, seen = t["lpips"], 1 - t["image_cos"]
+    return {"contrastive gap; LPIPS (previous rule)": (con, lp),
+            "logit gap; LPIPS": (logit, lp),
+            "rank mean of both gaps; LPIPS": (both, lp),
+            "contrastive gap; LPIPS + judge distance (the editor's rule)": (con, lp + seen),
+            "contrastive gap; LPIPS + 2 x judge distance": (con, lp + 2 * seen),
+            "contrastive gap; judge distance alone": (con, seen),
+            "rank mean of both gaps; LPIPS + judge distance": (both, lp + seen)}
 
 
 def compare(args) -> int:
+    from wordcanvas.edit import AUTO_BLENDS, AUTO_SHARE, AUTO_STRENGTHS
+
     t = torch.load(args.table, weights_only=False)
     n, k = t["success"].shape[1], args.tuned_on
-    shares = [i / 40 for i in range(41)]
+    shares = [i / 200 for i in range(201)]
+    editor_ladder = [i for i, (a, b) in enumerate(t["settings"]) if a in AUTO_STRENGTHS and b in AUTO_BLENDS]
     res, rows = {}, []
-    for subset_name, keep in (("full ladder", None), ("ladder of the editor (no strength 4, no blend 0.2)",
-                                                      [i for i, (a, b) in enumerate(t["settings"]) if a != 4.0 and b != 0.2])):
+    for ladder, keep in (("editor's (30)", editor_ladder), (f"wider ({len(t['settings'])})", None)):
         sub = dict(t)
         if keep is not None:
-            for key, v in t.items():
-                if isinstance(v, torch.Tensor) and v.ndim == 2:
-                    sub[key] = v[keep]
-        # the ceiling: the least-LPIPS candidate that succeeds (else the least-LPIPS one)
+            sub.update({key: v[keep] for key, v in t.items() if isinstance(v, torch.Tensor) and v.ndim == 2})
+        # the ceiling: the least-LPIPS candidate the probes call a success (else the least-LPIPS one)
         best = torch.where(sub["success"], sub["lpips"], sub["lpips"] + 10).argmin(0)
         s, p, l = outcome(sub, best)
-        rows.append({"ladder": subset_name, "rule": "perfect judge (probes)", "share": None, "success": s,
-                     "preservation": p, "lpips": l, "late_success": outcome(sub, best, k)[0],
-                     "late_preservation": outcome(sub, best, k)[1]})
+        rows.append({"ladder": ladder, "rule": "perfect judge (the probes)", "success": s, "preservation": p,
+                     "lpips": l, "late_success": outcome(sub, best, k)[0], "late_preservation": outcome(sub, best, k)[1]})
         for name, (match, change) in rules(sub).items():
-            tuned = []
-            for q in shares:
-                chosen = pick_relative(match, change, q)
-                s, p, _ = outcome(sub, chosen, 0, k)
-                tuned.append((s >= args.success, p if s >= args.success else s, q))
-            q = max(tuned)[2]
-            chosen = pick_relative(match, change, q)
-            s, p, l = outcome(sub, chosen)
-            ls, lp_, _ = outcome(sub, chosen, k)
-            curve = {f"{q:g}": outcome(sub, pick_relative(match, change, q)) for q in shares}
-            res[f"{subset_name}: {name}"] = {"share": q, "success": s, "preservation": p, "lpips": l,
-                                             "late_success": ls, "late_preservation": lp_, "curve": curve}
-            rows.append({"ladder": subset_name, "rule": name, "share": q, "success": s, "preservation": p,
-                         "lpips": l, "late_success": ls, "late_preservation": lp_})
-    cols = [("ladder", "ladder", ""), ("rule", "rule", ""), ("share (tuned)", "share", ">.3f"),
+            curve = {q: outcome(sub, pick_relative(match, change, q)) for q in shares}
+            early = {q: outcome(sub, pick_relative(match, change, q), 0, k) for q in shares}
+            # tuned: the best preservation on the first k edits among shares reaching the success aimed at
+            q = max(shares, key=lambda q: (early[q][0] >= args.success, early[q][1] if early[q][0] >= args.success
+                                           else early[q][0]))
+            row = {"ladder": ladder, "rule": name}
+            for label, share in (("tuned", q), ("default", AUTO_SHARE)):
+                chosen = pick_relative(match, change, share)
+                s, p, l = outcome(sub, chosen)
+                late = outcome(sub, chosen, k)
+                row.update({f"{label}_share": share, f"{label}_success": s, f"{label}_preservation": p,
+                            f"{label}_late_success": late[0], f"{label}_late_preservation": late[1]})
+            row.update({"success": row["tuned_success"], "preservation": row["tuned_preservation"],
+                        "late_success": row["tuned_late_success"], "late_preservation": row["tuned_late_preservation"],
+                        "share": q, "lpips": outcome(sub, pick_relative(match, change, q))[2]})
+            # the best preservation any share gives at success >= the aim, on all edits (a frontier, not tuned)
+            reach = [v for v in curve.values() if v[0] >= args.success]
+            row["frontier_preservation"] = max(v[1] for v in reach) if reach else None
+            rows.append(row)
+            res[f"{ladder}: {name}"] = {**row, "curve": {f"{q:g}": v for q, v in curve.items()}}
+    cols = [("ladder", "ladder", ""), ("rule", "rule", ""), ("share tuned on the first edits", "share", ">.3f"),
             ("success", "success", ">.3f"), ("preservation", "preservation", ">.3f"),
             (f"success, edits {k}+", "late_success", ">.3f"), (f"preservation, edits {k}+", "late_preservation", ">.3f"),
-            ("LPIPS", "lpips", ">.3f")]
-    print(markdown_table(rows, cols))
+            ("LPIPS", "lpips", ">.3f"), (f"best preservation at success >= {args.success:g}", "frontier_preservation", ">.3f")]
+    table = markdown_table(rows, cols)
+    print(table)
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "results.json", {"command": command_line(), "collected_by": t["command"],
-                                           "machine": t["machine"], "n": n, "tuned_on": k, "rules": res})
+                                           "machine": t["machine"], "n": n, "tuned_on": k, "aim": args.success,
+                                           "rules": res})
+    (args.out / "README.md").write_text("\n".join([
+        "# Which judgement should pick the automatic edit", "",
+        f"Collected by `{t['command']}`; compared by `{command_line()}`.", "",
+        f"{n} edits (benchmarks/edit.py's plan, seed 0), every candidate of every edit judged by the model's "
+        "discriminator and scored by the probes; each rule keeps, per edit, the candidate with the least change "
+        "among those whose match reaches a share of that edit's range (wordcanvas.edit.pick_least_change). The "
+        f"share is tuned on the first {k} edits (best preservation at success >= {args.success:g}); the last "
+        "column is the best any share gives on all edits. Judge distance: 1 - cosine of candidate and source in "
+        "the discriminator's contrastive image space.", "", table, ""]))
     return 0
 
 

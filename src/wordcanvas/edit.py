@@ -19,8 +19,10 @@ With `local_blend` the edit is put back onto the source image: the edited pixels
 change acts (its mean effect over many latents, `change_map`), the source's own elsewhere.
 With strength="auto" (a GAN exported with its discriminator) the run's own discriminator chooses,
 per image, among a ladder of strengths and local blends (`edit_ladder`): the candidate that changes
-the source least (LPIPS) among those it judges to match the edited caption well enough
-(`pick_least_change`), as a generate-then-rerank step with the model's own image-text judge.
+the source least among those it judges to match the edited caption well enough
+(`pick_least_change`), as a generate-then-rerank step with the model's own image-text judge. The
+change is LPIPS plus the distance the judge itself sees (1 - cosine of the two images in its
+contrastive image space): LPIPS alone misses a changed attribute that moves few pixels.
 GAN editing defaults (GAN_EDIT_DEFAULTS): offset weight 0.1, style weight 0.001 (where the generator
 has conditional affine layers), LPIPS weight 0.3, strength 1.5, the best trade-off measured on 504
 toy-face edits (docs/edit_toy-faces); style_weight=None leaves the styles out, offset_weight=None
@@ -50,7 +52,7 @@ GAN_EDIT_DEFAULTS = {"offset_weight": 0.1, "style_weight": 0.001, "lpips_weight"
 # judged match a candidate must reach (docs/edit_toy-faces, "Automatic strength")
 AUTO_STRENGTHS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 AUTO_BLENDS = (1.0, 0.75, 0.5, 0.35, None)
-AUTO_SHARE = 0.55
+AUTO_SHARE = 0.52
 
 
 def pick_least_change(match: torch.Tensor, change: torch.Tensor, share: float = AUTO_SHARE) -> torch.Tensor:
@@ -406,33 +408,47 @@ class Editor:
         n = len(images)
         return self._match_pooled(images, self._texts(target, n).pooled, self._texts(source, n).pooled)
 
-    def _match_pooled(self, images: torch.Tensor, target: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    def _match_pooled(self, images: torch.Tensor, target: torch.Tensor, source: torch.Tensor,
+                      features: torch.Tensor | None = None) -> torch.Tensor:
         d = self.judge
-        features = d.features(images)
+        features = d.features(images) if features is None else features
         if d.config.contrastive_dim > 0:
             return d.similarity(features, target).diagonal() - d.similarity(features, source).diagonal()
         return d.heads(features, target)[1] - d.heads(features, source)[1]
+
+    def _judged_distance(self, features: torch.Tensor, source_features: torch.Tensor) -> torch.Tensor:
+        """(N,) 1 - cosine between candidate and source in the judge's contrastive image space (what
+        the judge sees as changed: attributes more than pixels); zeros without a contrastive head."""
+        d = self.judge
+        if d.config.contrastive_dim <= 0:
+            return features.new_zeros(len(features))
+        return 1 - (d.image_embedding(features) * d.image_embedding(source_features)).sum(1)
 
     @torch.no_grad()
     def edit_ladder(self, latents, target: str | list[str], source: list[str], images: torch.Tensor,
                     strengths=AUTO_STRENGTHS, blends=AUTO_BLENDS, seed: int = 0) -> dict:
         """Every (strength, local blend) candidate edit of the inverted images: {"settings": [(strength,
-        blend)], "images": (C, N, ...), "match": (C, N) judged match to the target (`match`), "change":
-        (C, N) LPIPS to the source}. `pick_least_change` chooses among them."""
+        blend)], "images": (C, N, ...), "match": (C, N) judged match to the target (`match`), "lpips":
+        (C, N) LPIPS to the source, "change": (C, N) LPIPS plus the judge's distance to the source
+        (`_judged_distance`)}. `pick_least_change` chooses among them by match and change."""
         images = self._check(images)
         pooled = self._texts(target, len(images)).pooled, self._texts(source, len(images)).pooled  # once for all
-        settings, outs, match, change = [], [], [], []
+        source_features = self.judge.features(images)
+        settings, outs, match, lpips, judged = [], [], [], [], []
         for strength in strengths:
             edited = self.edit_latents(latents, target, source, strength)
             where = self.change_map(source, target, strength, seed=seed) if any(b is not None for b in blends) else None
             for blend in blends:
                 y = edited if blend is None else blend_edit(images, edited, where, blend)
+                features = self.judge.features(y)
                 settings.append((strength, blend))
                 outs.append(y)
-                match.append(self._match_pooled(y, *pooled))
-                change.append(self._lpips_distance(y, images))
-        return {"settings": settings, "images": torch.stack(outs), "match": torch.stack(match),
-                "change": torch.stack(change)}
+                match.append(self._match_pooled(y, *pooled, features=features))
+                lpips.append(self._lpips_distance(y, images))
+                judged.append(self._judged_distance(features, source_features))
+        lpips = torch.stack(lpips)
+        return {"settings": settings, "images": torch.stack(outs), "match": torch.stack(match), "lpips": lpips,
+                "change": lpips + torch.stack(judged)}
 
     @staticmethod
     def pick(ladder: dict, share: float = AUTO_SHARE) -> tuple[torch.Tensor, list[tuple[float, float | None]]]:
