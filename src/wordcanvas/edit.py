@@ -52,7 +52,7 @@ GAN_EDIT_DEFAULTS = {"offset_weight": 0.1, "style_weight": 0.001, "lpips_weight"
 # judged match a candidate must reach (docs/edit_toy-faces, "Automatic strength")
 AUTO_STRENGTHS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 AUTO_BLENDS = (1.0, 0.75, 0.5, 0.35, None)
-AUTO_SHARE = 0.52
+AUTO_SHARE = 0.55
 
 
 def pick_least_change(match: torch.Tensor, change: torch.Tensor, share: float = AUTO_SHARE) -> torch.Tensor:
