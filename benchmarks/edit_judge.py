@@ -205,7 +205,8 @@ def compare(args) -> int:
             reach = [v for v in curve.values() if v[0] >= args.success]
             row["frontier_preservation"] = max(v[1] for v in reach) if reach else None
             rows.append(row)
-            res[f"{ladder}: {name}"] = {**row, "curve": {f"{q:g}": v for q, v in curve.items()}}
+            res[f"{ladder}: {name}"] = {**row, "curve": {f"{q:g}": [round(x, 4) for x in v]  # every 0.025
+                                                         for i, (q, v) in enumerate(curve.items()) if i % 5 == 0}}
     cols = [("ladder", "ladder", ""), ("rule", "rule", ""), ("share tuned on the first edits", "share", ">.3f"),
             ("success", "success", ">.3f"), ("preservation", "preservation", ">.3f"),
             (f"success, edits {k}+", "late_success", ">.3f"), (f"preservation, edits {k}+", "late_preservation", ">.3f"),
