@@ -139,12 +139,6 @@ def standardize(v: torch.Tensor) -> torch.Tensor:
     return v.argsort(0).argsort(0).float() / max(len(v) - 1, 1)
 
 
-def pick_relative(match: torch.Tensor, change: torch.Tensor, share: float) -> torch.Tensor:
-    from wordcanvas.edit import pick_least_change
-
-    return pick_least_change(match, change, share)
-
-
 def outcome(table: dict, chosen: torch.Tensor, lo: int = 0, hi: int | None = None) -> tuple[float, float, float]:
     idx = torch.arange(len(chosen))[lo:hi]
     c = chosen[lo:hi]
@@ -169,7 +163,7 @@ def rules(t: dict) -> dict:
 
 
 def compare(args) -> int:
-    from wordcanvas.edit import AUTO_BLENDS, AUTO_SHARE, AUTO_STRENGTHS
+    from wordcanvas.edit import AUTO_BLENDS, AUTO_SHARE, AUTO_STRENGTHS, pick_least_change
 
     t = torch.load(args.table, weights_only=False)
     n, k = t["success"].shape[1], args.tuned_on
@@ -186,21 +180,21 @@ def compare(args) -> int:
         rows.append({"ladder": ladder, "rule": "perfect judge (the probes)", "success": s, "preservation": p,
                      "lpips": l, "late_success": outcome(sub, best, k)[0], "late_preservation": outcome(sub, best, k)[1]})
         for name, (match, change) in rules(sub).items():
-            curve = {q: outcome(sub, pick_relative(match, change, q)) for q in shares}
-            early = {q: outcome(sub, pick_relative(match, change, q), 0, k) for q in shares}
+            curve = {q: outcome(sub, pick_least_change(match, change, q)) for q in shares}
+            early = {q: outcome(sub, pick_least_change(match, change, q), 0, k) for q in shares}
             # tuned: the best preservation on the first k edits among shares reaching the success aimed at
             q = max(shares, key=lambda q: (early[q][0] >= args.success, early[q][1] if early[q][0] >= args.success
                                            else early[q][0]))
             row = {"ladder": ladder, "rule": name}
             for label, share in (("tuned", q), ("default", AUTO_SHARE)):
-                chosen = pick_relative(match, change, share)
+                chosen = pick_least_change(match, change, share)
                 s, p, l = outcome(sub, chosen)
                 late = outcome(sub, chosen, k)
                 row.update({f"{label}_share": share, f"{label}_success": s, f"{label}_preservation": p,
                             f"{label}_late_success": late[0], f"{label}_late_preservation": late[1]})
             row.update({"success": row["tuned_success"], "preservation": row["tuned_preservation"],
                         "late_success": row["tuned_late_success"], "late_preservation": row["tuned_late_preservation"],
-                        "share": q, "lpips": outcome(sub, pick_relative(match, change, q))[2]})
+                        "share": q, "lpips": outcome(sub, pick_least_change(match, change, q))[2]})
             # the best preservation any share gives at success >= the aim, on all edits (a frontier, not tuned)
             reach = [v for v in curve.values() if v[0] >= args.success]
             row["frontier_preservation"] = max(v[1] for v in reach) if reach else None
