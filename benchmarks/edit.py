@@ -5,7 +5,8 @@ inversion (Adam on z with pixel + LPIPS, regenerate with the edited caption).
         --gan runs/gan_quality/toy-faces/minilm --n 600 --out docs/edit_toy-faces
     python benchmarks/edit.py --smoke        # trains two tiny models for a few steps: the whole path
 
-Edits: held-out renders (the test split, never trained on), one edit per image, the edited
+Edits: held-out renders (the test split, never trained on; from index --start, so a rule chosen
+on the first faces can be checked on others), one edit per image, the edited
 attribute cycling through every attribute; the new value is drawn among the values that keep
 the face consistent and outside the held-out combinations (no bearded women, no bald women...).
 The source caption states the true value of the edited attribute with gender and age (--mention
