@@ -293,7 +293,7 @@ def test_class_lookup_reads_every_training_phrasing_and_refuses_unknown_words():
         class_from_text("a jumper", phrases)  # a held-out paraphrase: the baseline cannot know it
 
 
-@pytest.mark.parametrize("name", ["gan_fashion-mnist", "gan_toy-faces"])
+@pytest.mark.parametrize("name", ["gan_fashion-mnist", "gan_toy-faces", "gan_captioned-mnist"])
 def test_recipe_configs_build_their_models(name):
     """The configs the benchmarks and shipped models were trained with stay loadable as the code moves."""
     from pathlib import Path
@@ -304,7 +304,7 @@ def test_recipe_configs_build_their_models(name):
     cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / f"{name}.json")
     s = GANSettings(**cfg.model)
     gen_class, gen_config, trunk = ARCHS[s.arch]
-    common = dict(resolution=cfg.resolution, channels=1 if cfg.data == "fashion-mnist" else 3, text_dim=384)
+    common = dict(resolution=cfg.resolution, channels=1 if cfg.data.endswith("mnist") else 3, text_dim=384)
     g = gen_class(gen_config(**common, **s.generator)).eval()
     d = Discriminator(DiscriminatorConfig(**{**common, "trunk": trunk, **s.discriminator}))
     images = g(torch.randn(4, g.config.z_dim), text(4, 384))
