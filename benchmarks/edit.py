@@ -187,6 +187,7 @@ def score(edits: list[dict], pred_src: dict, pred_out: dict) -> dict:
             kept[name][0] += same
             kept[name][1] += 1
     return {"success": ok_total / len(edits), "preservation": keep / max(keep_n, 1), "n": len(edits),
+            "kept": keep, "counted": keep_n,
             "per_attribute_success": {k: v[0] / v[1] for k, v in sorted(per.items())},
             "per_attribute_preservation": {k: v[0] / v[1] for k, v in sorted(kept.items())}}
 

@@ -78,11 +78,9 @@ def verdicts(edits: list[dict], pred_src: dict, pred_out: dict) -> tuple[torch.T
     for j, e in enumerate(edits):
         r = score([e], {k: v[j:j + 1] for k, v in pred_src.items()}, {k: v[j:j + 1] for k, v in pred_out.items()})
         ok.append(r["success"])
-        counted.append(sum(1 for name in pred_src if name != e["attr"]
-                           and not (name == "hair_color" and (e["source"]["hair_style"] == 0 or e["target"]["hair_style"] == 0))
-                           and not (e["attr"] == "hair_style" and name in ("hair_color", "hat"))))
-        kept.append(r["preservation"] * counted[-1])
-    return torch.tensor(ok, dtype=torch.bool), torch.tensor(kept).round().long(), torch.tensor(counted)
+        kept.append(r["kept"])
+        counted.append(r["counted"])
+    return torch.tensor(ok, dtype=torch.bool), torch.tensor(kept), torch.tensor(counted)
 
 
 def collect(args) -> int:

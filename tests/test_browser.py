@@ -97,15 +97,21 @@ def test_a_refused_request_shows_its_error(server, browser):
     assert browser.find_element(By.ID, "generate").is_enabled()  # the page recovers for the next try
 
 
-def test_edit_tab_uploads_an_image_and_shows_the_result(server, browser, tmp_path):
-    pytest.importorskip("wordcanvas.edit")
+def open_edit_tab(server, browser, tmp_path):
+    """A red 24 px picture on disk, and the page open on its Edit tab."""
     from PIL import Image
 
     picture = tmp_path / "red.png"
     Image.new("RGB", (24, 24), (220, 20, 20)).save(picture)
     browser.get(server + "/")
-    wait = WebDriverWait(browser, 60)
     browser.find_element(By.ID, "tab-edit").click()
+    return picture
+
+
+def test_edit_tab_uploads_an_image_and_shows_the_result(server, browser, tmp_path):
+    pytest.importorskip("wordcanvas.edit")
+    picture = open_edit_tab(server, browser, tmp_path)
+    wait = WebDriverWait(browser, 60)
     assert browser.find_element(By.ID, "panel-edit").is_displayed()
     assert not browser.find_element(By.ID, "panel-generate").is_displayed()
     browser.find_element(By.ID, "edit-file").send_keys(str(picture))
@@ -137,14 +143,10 @@ def test_edit_tab_uploads_an_image_and_shows_the_result(server, browser, tmp_pat
 
 def test_edit_tab_offers_automatic_strength(server, browser, tmp_path):
     pytest.importorskip("wordcanvas.edit")
-    from PIL import Image
     from selenium.webdriver.support.ui import Select
 
-    picture = tmp_path / "red.png"
-    Image.new("RGB", (24, 24), (220, 20, 20)).save(picture)
-    browser.get(server + "/")
+    picture = open_edit_tab(server, browser, tmp_path)
     wait = WebDriverWait(browser, 120)
-    browser.find_element(By.ID, "tab-edit").click()
     # record what the page sends, then let the request through unchanged
     browser.execute_script("""
         window.sentStrengths = [];
