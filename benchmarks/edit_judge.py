@@ -3,6 +3,9 @@
     python benchmarks/edit_judge.py collect --gan src/wordcanvas/weights/t2i-toy-faces --n 504 \\
         --out runs/edit_judge/ladder.pt
     python benchmarks/edit_judge.py compare runs/edit_judge/ladder.pt --tuned-on 100 --out docs/edit_toy-faces/judge
+    python benchmarks/edit_judge.py tune --minutes 12 --threads 1 --out runs/edit_judge/tuned
+    python benchmarks/edit_judge.py rejudge runs/edit_judge/ladder.pt --judge runs/edit_judge/tuned \
+        --out runs/edit_judge/ladder_tuned.pt    # needs a table collected with --keep-images
 
 `collect` runs the edit benchmark's edits (benchmarks/edit.py: same plan, inversion and captions)
 and, for every candidate (strength x local blend) of every edit, stores what the model itself can
@@ -16,6 +19,11 @@ model's own signals, with its free parameter chosen on the first --tuned-on edit
 reaches success >= 0.85 there with the best preservation) and scored on all edits and on the rest.
 Also the best possible pick (the least-LPIPS candidate the probes call a success), the ceiling of
 any judge on this ladder.
+
+`tune` fine-tunes a copy of the discriminator as a judge on real training renders, with hard
+negatives: each image's near-miss captions (ToyFaces.contrast_captions: one attribute changed, as an
+edit's source and target differ) besides the batch's other captions; `rejudge` replaces a stored table's judge signals by
+another judge's (on the stored uint8 candidates), so `compare` can score it.
 """
 from __future__ import annotations
 
@@ -46,6 +54,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     c.add_argument("--threads", type=int, default=os.cpu_count())
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--out", type=Path, default=ROOT / "runs" / "edit_judge" / "ladder.pt")
+    c.add_argument("--keep-images", dest="keep_images", action="store_true",
+                   help="also store every candidate and source image (uint8), so other judges can be scored offline")
+    t = sub.add_parser("tune")
+    t.add_argument("--gan", default=str(ROOT / "src" / "wordcanvas" / "weights" / "t2i-toy-faces"))
+    t.add_argument("--images", type=int, default=8000, help="training renders (each with 3 caption pairs)")
+    t.add_argument("--minutes", type=float, default=12)
+    t.add_argument("--lr", type=float, default=1e-4)
+    t.add_argument("--batch", type=int, default=64)
+    t.add_argument("--threads", type=int, default=os.cpu_count())
+    t.add_argument("--out", type=Path, default=ROOT / "runs" / "edit_judge" / "tuned")
+    r = sub.add_parser("rejudge")
+    r.add_argument("table", type=Path)
+    r.add_argument("--gan", default=str(ROOT / "src" / "wordcanvas" / "weights" / "t2i-toy-faces"))
+    r.add_argument("--judge", required=True, help="discriminator folder to judge with")
+    r.add_argument("--threads", type=int, default=os.cpu_count())
+    r.add_argument("--out", type=Path, required=True)
     m = sub.add_parser("compare")
     m.add_argument("table", type=Path)
     m.add_argument("--tuned-on", dest="tuned_on", type=int, default=100)
@@ -68,6 +92,10 @@ def judge_signals(editor, images: torch.Tensor, source_images: torch.Tensor, tar
             "logit_target": logit_t, "logit_source": logit_s, "uncond": uncond, "image_cos": image_cos,
             "lpips": editor._lpips_distance(images, source_images),
             "mse": (images - source_images).pow(2).mean(dim=(1, 2, 3))}
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 def verdicts(edits: list[dict], pred_src: dict, pred_out: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -123,11 +151,103 @@ def collect(args) -> int:
         success.append(ok)
         kept.append(keep)
     table = {k: torch.cat(v, dim=1) for k, v in rows.items()}
+    if args.keep_images:
+        table["images"] = torch.stack([to_uint8(torch.cat(o)) for o in outs])  # (C, N, ...)
+        table["sources"] = to_uint8(x)
+        table["source_caption"] = [e["source_caption"] for e in edits]
+        table["target_caption"] = [e["target_caption"] for e in edits]
     table.update({"success": torch.stack(success), "kept": torch.stack(kept), "counted": counted,
                   "settings": settings, "attr": [e["attr"] for e in edits], "command": command_line(),
                   "machine": machine_info(threads=args.threads)})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(table, args.out)
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def tune(args) -> int:
+    """InfoNCE of each image against its caption, its swapped caption and the batch's others."""
+    import copy
+    import time
+
+    import torch.nn.functional as F
+
+    from wordcanvas.data.toy_faces import ToyFaces
+    from wordcanvas.generate import TextToImage
+    from wordcanvas.models.gan import Discriminator
+
+    torch.set_num_threads(args.threads)
+    t2i = TextToImage.from_pretrained(args.gan)
+    judge = copy.deepcopy(Discriminator.from_pretrained(Path(args.gan) / "discriminator")).train()
+
+    def renders(split, n, start=0):  # (images, per image 3 x (a caption, a near miss of it))
+        faces = ToyFaces(split, judge.config.resolution, size=start + n, seed=0)
+        return (torch.stack([faces.image(i) for i in range(start, start + n)]),
+                [list(zip(faces.captions(i)[:3], faces.contrast_captions(i, 3))) for i in range(start, start + n)])
+
+    x, pairs = renders("train", args.images)
+    val_x, val_pairs = renders("test", 600, start=1008)  # renders after the edit benchmark's faces
+    texts = sorted({c for ps in pairs + val_pairs for p in ps for c in p})
+    with torch.no_grad():
+        pooled = dict(zip(texts, torch.cat([t2i.encoder.encode(texts[i:i + 512]).pooled
+                                            for i in range(0, len(texts), 512)])))
+    emb = lambda cs: torch.stack([pooled[c] for c in cs])  # noqa: E731
+
+    @torch.no_grad()
+    def accuracy():  # held-out renders: own caption over the swapped one
+        judge.eval()
+        f = judge.features(val_x)
+        gap = (judge.similarity(f, emb([p[0][0] for p in val_pairs])).diagonal()
+               - judge.similarity(f, emb([p[0][1] for p in val_pairs])).diagonal())
+        judge.train()
+        return float((gap > 0).float().mean())
+
+    log = {"accuracy_before": accuracy()}
+    opt = torch.optim.Adam(judge.parameters(), lr=args.lr, betas=(0.5, 0.99))
+    g, b, step, start = torch.Generator().manual_seed(0), args.batch, 0, time.time()
+    while time.time() - start < args.minutes * 60:
+        idx, k = torch.randint(len(x), (b,), generator=g).tolist(), torch.randint(3, (b,), generator=g).tolist()
+        pos, neg = [pairs[i][j][0] for i, j in zip(idx, k)], [pairs[i][j][1] for i, j in zip(idx, k)]
+        shift = torch.randint(-2, 3, (2,), generator=g).tolist()  # up to 2 px of translation
+        f = judge.features(torch.roll(x[idx], shifts=shift, dims=(2, 3)))
+        logits = judge.similarity(f, torch.cat([emb(pos), emb(neg)])) / 0.1  # (b, 2b)
+        same = torch.tensor([[a == c for c in pos + neg] for a in pos])  # an identical caption is no negative
+        same[range(b), range(b)] = False
+        loss = F.cross_entropy(logits.masked_fill(same, float("-inf")), torch.arange(b))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        step += 1
+    log.update({"steps": step, "accuracy_after": accuracy(), "command": command_line(),
+                "machine": machine_info(threads=args.threads)})
+    judge.eval().save_pretrained(args.out)
+    write_json(Path(args.out) / "tuning.json", log)
+    print(log, file=sys.stderr)
+    return 0
+
+
+@torch.no_grad()
+def rejudge(args) -> int:
+    from wordcanvas.generate import TextToImage
+    from wordcanvas.models.gan import Discriminator
+
+    torch.set_num_threads(args.threads)
+    t = torch.load(args.table, weights_only=False)
+    if "images" not in t:
+        raise SystemExit(f"{args.table} holds no images: collect it with --keep-images")
+    t2i, judge = TextToImage.from_pretrained(args.gan), Discriminator.from_pretrained(args.judge).eval()
+    floats = lambda u8: u8.float() / 127.5 - 1  # noqa: E731
+    target, source = (t2i.encoder.encode(t[k]).pooled for k in ("target_caption", "source_caption"))
+    source_embedding = judge.image_embedding(judge.features(floats(t["sources"])))
+    signals = {"cos_target": [], "cos_source": [], "image_cos": []}
+    for candidates in t.pop("images"):
+        f = judge.features(floats(candidates))
+        signals["cos_target"].append(judge.similarity(f, target).diagonal())
+        signals["cos_source"].append(judge.similarity(f, source).diagonal())
+        signals["image_cos"].append((judge.image_embedding(f) * source_embedding).sum(1))
+    t.update({k: torch.stack(v) for k, v in signals.items()})
+    t.update({"command": f"{t['command']}; {command_line()}"})
+    torch.save(t, args.out)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
@@ -199,6 +319,26 @@ def compare(args) -> int:
             rows.append(row)
             res[f"{ladder}: {name}"] = {**row, "curve": {f"{q:g}": [round(x, 4) for x in v]  # every 0.025
                                                          for i, (q, v) in enumerate(curve.items()) if i % 5 == 0}}
+    # per edited attribute, the editor's rule at the default share: where the judge fails
+    match, change = rules(t)["contrastive gap; LPIPS + judge distance (the editor's rule)"]
+    match, change = match[editor_ladder], change[editor_ladder]
+    sub = {key: v[editor_ladder] for key, v in t.items() if isinstance(v, torch.Tensor) and v.ndim == 2}
+    chosen, attr_rows = pick_least_change(match, change, AUTO_SHARE), []
+    for name in dict.fromkeys(t["attr"]):
+        cols_j = [j for j, a in enumerate(t["attr"]) if a == name]
+        ok = sub["success"][chosen[cols_j], cols_j]
+        kept = sub["kept"][chosen[cols_j], cols_j].sum() / t["counted"][cols_j].sum()
+        aucs = [float((match[s, j][:, None] > match[~s, j][None, :]).float().mean())
+                for j in cols_j for s in [sub["success"][:, j]] if s.any() and not s.all()]
+        attr_rows.append({"attr": name, "n": len(cols_j), "success": float(ok.float().mean()), "preservation": float(kept),
+                          "any": float(sub["success"][:, cols_j].any(0).float().mean()),
+                          "auc": sum(aucs) / len(aucs) if aucs else None})
+    res["per_attribute"] = attr_rows
+    attr_table = markdown_table(attr_rows, [
+        ("edited attribute", "attr", ""), ("edits", "n", ""), (f"success (share {AUTO_SHARE})", "success", ">.3f"),
+        ("preservation", "preservation", ">.3f"), ("some candidate succeeds", "any", ">.3f"),
+        ("judge AUC for success within an edit", "auc", ">.3f")])
+    print(attr_table)
     cols = [("ladder", "ladder", ""), ("rule", "rule", ""), ("share tuned on the first edits", "share", ">.3f"),
             ("success", "success", ">.3f"), ("preservation", "preservation", ">.3f"),
             (f"success, edits {k}+", "late_success", ">.3f"), (f"preservation, edits {k}+", "late_preservation", ">.3f"),
@@ -217,13 +357,16 @@ def compare(args) -> int:
         "among those whose match reaches a share of that edit's range (wordcanvas.edit.pick_least_change). The "
         f"share is tuned on the first {k} edits (best preservation at success >= {args.success:g}); the last "
         "column is the best any share gives on all edits. Judge distance: 1 - cosine of candidate and source in "
-        "the discriminator's contrastive image space.", "", table, ""]))
+        "the discriminator's contrastive image space.", "", table, "",
+        "Per edited attribute (the editor's 30 candidates and rule at the default share); the AUC is, within "
+        "each edit, the chance that a candidate the probes call a success has a higher judged match than one "
+        "they call a failure, averaged over the edits that have both.", "", attr_table, ""]))
     return 0
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    return collect(args) if args.command == "collect" else compare(args)
+    return {"collect": collect, "tune": tune, "rejudge": rejudge, "compare": compare}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -138,3 +138,62 @@ def test_a_run_with_the_term_resumes_exactly(tmp_path):
     resumed = run("split", 4)
     assert resumed.step == 4 and "contrastive_image.weight" in dict(resumed.family.D.named_parameters())
     assert_identical(all_state(straight), all_state(resumed))
+
+
+# ---------------------------------------------------------------- hard negatives (near-miss captions)
+
+def test_a_hard_negative_is_one_more_column_of_the_image_side_softmax():
+    g = torch.Generator().manual_seed(1)
+    sim = torch.rand(5, 5, generator=g, dtype=torch.float64) * 2 - 1
+    hard = torch.rand(5, generator=g, dtype=torch.float64) * 2 - 1
+    captions = ["a", "b", "a", "c", "d"]
+    t = 0.2
+    logits, extra = sim.numpy() / t, hard.numpy() / t
+    to_text = np.mean([logsumexp([*(logits[i, j] for j in range(5) if j == i or captions[j] != captions[i]),
+                                  extra[i]]) - logits[i, i] for i in range(5)])
+    to_image = np.mean([logsumexp([logits[j, i] for j in range(5) if j == i or captions[j] != captions[i]])
+                        - logits[i, i] for i in range(5)])
+    assert contrastive_loss(sim, captions, t, hard).item() == pytest.approx((to_text + to_image) / 2, rel=1e-10)
+    # a near miss the head confuses with the caption costs more than one it tells apart
+    assert contrastive_loss(sim, captions, t, sim.diagonal()) > contrastive_loss(sim, captions, t, sim.diagonal() - 1)
+
+
+class NearMissSquares(ColourSquares):
+    """Colour squares whose near miss names another colour."""
+
+    def contrast_captions(self, i):
+        return [f"a {NAMES[(i + k) % 6]} square" for k in (1, 2)]
+
+
+def test_hard_negatives_are_what_the_discriminator_sees_as_mismatched(tmp_path):
+    """With hard_negatives=1 every real image's mismatched caption in D's matching-aware term is its
+    own near miss (checked against D's logits computed apart, before the update); with 0, another
+    item's caption; a dataset without near misses is refused with a reason."""
+    from wordcanvas.train.gan_step import GANFamily
+    from wordcanvas.train.loop import Dist, _collate
+    from wordcanvas.models.layers import standardize
+
+    encoder, data = HashEncoder(), NearMissSquares(n=16)
+    assert "contrast" not in data[0]  # only when training asks for them
+    data.near_misses = True
+    batch = _collate([data[i] for i in range(8)])
+    assert batch["contrast"] == [data[i]["contrast"] for i in range(8)]
+    assert all(c not in data.captions(i) for i, c in enumerate(batch["contrast"]))
+    model = {"arch": "gan-cls", "generator": {"ngf": 8, "z_dim": 8, "cond_dim": 8}, "augment": "", "reg": "none",
+             "discriminator": {"ndf": 8, "max_channels": 32, "cond_head": "projection", "contrastive_dim": 16},
+             "contrastive": 1.0}
+    for share, mismatched in ((1.0, batch["contrast"]), (0.0, batch["caption"][-1:] + batch["caption"][:-1])):
+        torch.manual_seed(0)
+        fam = GANFamily(tiny_config(tmp_path / "run", model={**model, "hard_negatives": share}), data, encoder,
+                        torch.device("cpu"), Dist())
+        with torch.no_grad():
+            expected = fam.D.heads(fam.D.features(batch["image"]), standardize(encoder.encode(mismatched).pooled),
+                                   standardized=True)[1].mean()
+        stats = fam.step(batch, 0)
+        assert stats["d_mismatch"].item() == pytest.approx(expected.item(), rel=1e-5)
+    fam = GANFamily(tiny_config(tmp_path / "run", model={**model, "hard_negatives": 0.5}), ColourSquares(n=16),
+                    encoder, torch.device("cpu"), Dist())
+    with pytest.raises(ValueError, match="near-miss captions"):
+        fam.step(_collate([ColourSquares(n=16)[i] for i in range(8)]), 0)
+    with pytest.raises(ValueError, match="hard_negatives must be in"):
+        GANSettings(hard_negatives=1.5)

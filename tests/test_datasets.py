@@ -352,3 +352,51 @@ def test_registry_builds_toy_faces_lazily():
     pytest.importorskip("wordcanvas.data.toy_faces")
     ds = load_dataset("toy-faces", split="train", size=4)
     assert len(ds) == 4 and ds.resolution == 64 and ds[0]["image"].shape[-2:] == (64, 64)
+
+
+def test_captioned_mnist_near_misses_are_false_and_include_the_swap():
+    """Each near-miss caption, read back by a parser written here (digits, places, relations), is false
+    of the image its labels describe, while every true caption reads as true; for two different
+    digits the swapped layout is among the near misses."""
+    import re
+
+    from wordcanvas.data.captioned_mnist import REL_LONG, REL_SHORT, WHERE, CaptionedMNIST, relation
+
+    def read(text):
+        digits = [int(d) for d in re.findall(r"\b\d\b", text)]
+        places, rest = [], text
+        for c, w in sorted(enumerate(WHERE), key=lambda cw: -len(cw[1])):  # longest first: "at the top left"
+            at = rest.find(f" {w}")
+            if at >= 0 and not rest[at + 1 + len(w):].startswith(" of"):  # not a relation's "at the top of"
+                places.append((at, c))
+                rest = rest[:at] + "#" * (len(w) + 1) + rest[at + 1 + len(w):]
+        # the longest relation phrase found (REL_SHORT "above" is inside "above and left of")
+        rels = [(len(p), r) for names in (REL_LONG, REL_SHORT) for r, p in enumerate(names) if f" {p} " in text]
+        return digits, [c for _, c in sorted(places)], max(rels)[1] if rels else None
+
+    def true_of(text, lab):
+        digits, places, rel = read(text)
+        a, ca, b, cb = lab["digit1"], lab["pos1"], lab["digit2"], lab["pos2"]
+        if b < 0:
+            return digits == [a] and places == [ca]
+        if len(digits) != 2:
+            return False
+        if rel is not None:
+            return (digits, rel) in (([a, b], relation(ca, cb)), ([b, a], relation(cb, ca)))
+        return sorted(zip(digits, places)) == sorted([(a, ca), (b, cb)])
+
+    data = CaptionedMNIST("train", size=300)
+    swaps = 0
+    for i in range(300):
+        lab = data.labels(i)
+        assert all(true_of(t, lab) for t in data.captions(i)), (i, data.captions(i))
+        near = data.contrast_captions(i)
+        assert near and not any(true_of(t, lab) for t in near), (i, [t for t in near if true_of(t, lab)])
+        a, ca, b, cb = lab["digit1"], lab["pos1"], lab["digit2"], lab["pos2"]
+        if b >= 0 and a != b:
+            swapped = {"digit1": b, "pos1": ca, "digit2": a, "pos2": cb}
+            assert any(true_of(t, swapped) for t in near)
+            swaps += 1
+    assert swaps > 100
+    data.near_misses = True
+    assert data[0]["contrast"] in data.contrast_captions(0)

@@ -260,3 +260,21 @@ def test_attribute_changes_its_region(name):
         if name == "smiling":  # white teeth appear: bright and unsaturated
             whiteness = lambda img: (img.min(-1) - (img.max(-1) - img.min(-1)))[changed].max()  # noqa: E731
             assert whiteness(on) > whiteness(off) + 40, k
+
+
+def test_near_miss_captions_contradict_the_face():
+    """Read by this file's own reader (`stated_facts`), each near-miss caption states at least one
+    attribute the face does not have (usually exactly one: an edit's difference), and training
+    items carry one only when asked to."""
+    faces = ToyFaces("train", 64, size=60)
+    wrong_counts = []
+    for i in range(60):
+        labels = faces.labels(i)
+        for text in faces.contrast_captions(i):
+            facts = stated_facts(text)
+            wrong_counts.append(sum(labels[k] != v for k, v in facts.items()))
+    assert min(wrong_counts) >= 1
+    assert np.mean([c == 1 for c in wrong_counts]) > 0.9
+    assert "contrast" not in faces[0]
+    faces.near_misses = True
+    assert faces[0]["contrast"] in faces.contrast_captions(0)

@@ -37,6 +37,7 @@ class CaptionedDataset(Dataset):
     channels: int = 3
     resolution: int = 64
     name: str = "dataset"
+    near_misses: bool = False  # items carry a "contrast" caption (set by training with hard negatives)
 
     def __init__(self, seed: int = 0):
         self.seed = seed
@@ -54,11 +55,21 @@ class CaptionedDataset(Dataset):
     def labels(self, i: int) -> dict[str, int]:
         return {}
 
+    def contrast_captions(self, i: int) -> list[str]:
+        """Captions wrong about item i in one fact (digits swapped, another digit, another place...):
+        hard negatives for image-text matching. None by default: only a dataset that writes its own
+        captions from labels knows what a near miss is."""
+        return []
+
     def __getitem__(self, i: int) -> dict:
         caps = self.captions(i)
         g = torch.Generator().manual_seed(hash((self.seed, self.epoch, int(i))) & 0x7FFFFFFF)
         caption = caps[int(torch.randint(len(caps), (1,), generator=g))]
-        return {"image": self.image(i), "caption": caption, "labels": self.labels(i)}
+        item = {"image": self.image(i), "caption": caption, "labels": self.labels(i)}
+        contrasts = self.contrast_captions(i) if self.near_misses else []
+        if contrasts:
+            item["contrast"] = contrasts[int(torch.randint(len(contrasts), (1,), generator=g))]
+        return item
 
     def class_phrases(self, label: str) -> list[list[str]]:
         """Per class of `label`, the phrases that name it in captions (for the class-conditioned

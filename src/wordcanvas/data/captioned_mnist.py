@@ -176,6 +176,29 @@ class CaptionedMNIST(CaptionedDataset):
         # Both orders of mention, so the text never hints which digit was placed first.
         return [pair_caption(t, *order) for t in PAIR_TEMPLATES for order in ((a, ca, b, cb), (b, cb, a, ca))]
 
+    def contrast_captions(self, i: int) -> list[str]:
+        """Training-template captions of near-miss layouts, none of them true of item i: for two
+        digits, the digits swapped, either digit drawn twice, one digit changed, one moved; for one
+        digit, another digit or another place. A caption is kept only if no true caption reads the
+        same (a relational caption of a moved digit can still be true)."""
+        lab = self.labels(i)
+        a, ca, b, cb = lab["digit1"], lab["pos1"], lab["digit2"], lab["pos2"]
+        rng = np.random.default_rng([self.seed, SPLITS[self.split], i, 1])
+        other_digit = lambda d: int(rng.choice([x for x in range(10) if x != d]))  # noqa: E731
+        other_cell = lambda *used: int(rng.choice([c for c in range(9) if c not in used]))  # noqa: E731
+        if b < 0:
+            wrong = [(other_digit(a), ca), (other_digit(a), ca), (a, other_cell(ca)), (a, other_cell(ca))]
+            texts = [single_caption(t, *w) for w in wrong for t in SINGLE_TEMPLATES]
+        else:
+            wrong = [(a, ca, other_digit(b), cb), (other_digit(a), ca, b, cb),
+                     (a, other_cell(ca, cb), b, cb), (a, ca, b, other_cell(ca, cb))]
+            if a != b:
+                wrong += [(b, ca, a, cb), (a, ca, a, cb), (b, ca, b, cb)]  # swapped, a twice, b twice
+            texts = [pair_caption(t, *order) for (d1, c1, d2, c2) in wrong for t in PAIR_TEMPLATES
+                     for order in ((d1, c1, d2, c2), (d2, c2, d1, c1))]
+        true = set(self.captions(i))
+        return list(dict.fromkeys(t for t in texts if t not in true))
+
     def eval_prompts(self, n: int, seed: int = 0, heldout: bool = False) -> list[Prompt]:
         """n prompts, digit1 cycling through 0-9 and pos1 through the 9 cells (balanced).
 

@@ -6,16 +6,20 @@ from torch.utils.data import DataLoader, Dataset
 
 
 def collate(items: list[dict]) -> dict:
-    """Batch items {image, caption, labels}: images (B,C,H,W), captions list[str], labels {name: (B,)}.
+    """Batch items {image, caption, labels[, contrast]}: images (B,C,H,W), captions list[str], labels
+    {name: (B,)}, and contrast (a hard-negative caption per item, list[str]) when every item has one.
 
     A label missing from some items (mixed datasets) is -1 there, the 'unknown' value.
     """
     names = sorted({k for item in items for k in item["labels"]})
-    return {
+    batch = {
         "image": torch.stack([item["image"] for item in items]),
         "caption": [item["caption"] for item in items],
         "labels": {k: torch.tensor([item["labels"].get(k, -1) for item in items], dtype=torch.long) for k in names},
     }
+    if items and all("contrast" in item for item in items):  # hard-negative captions, where every item has one
+        batch["contrast"] = [item["contrast"] for item in items]
+    return batch
 
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = True, seed: int = 0, num_workers: int = 0,

@@ -27,7 +27,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from wordcanvas.data.base import CaptionedDataset, LabelSpec, Prompt
-from wordcanvas.data.grammar import ATTRIBUTES, BALD, FEMALE, MALE, caption
+from wordcanvas.data.grammar import ATTRIBUTES, BALD, FEMALE, MALE, caption, mentionable
 
 SPLITS = {"train": 0, "test": 1, "heldout": 2}  # split -> random stream
 DEFAULT_SIZES = {"train": 50_000, "test": 10_000, "heldout": 2_000}
@@ -528,6 +528,27 @@ class ToyFaces(CaptionedDataset):
         attrs, rng = self.labels(i), self._rng(i, 2)
         must = tuple(HELDOUT_COMBINATIONS[i % len(HELDOUT_COMBINATIONS)]) if self.split == "heldout" else ()
         return [caption(attrs, rng, self.caption_set, must_mention=must)[0] for _ in range(self.captions_per_image)]
+
+    def contrast_captions(self, i: int, n: int = 6) -> list[str]:
+        """n near misses: captions of this face with one attribute changed (a face the split can
+        render), naming the changed attribute and 0-3 others, as an edit's source and target differ."""
+        attrs, rng, names = self.labels(i), self._rng(i, 3), list(ATTRIBUTES)
+        out = []
+        while len(out) < n:
+            attr = names[rng.integers(len(names))]
+            value = int(rng.integers(len(ATTRIBUTES[attr])))
+            new = {**attrs, attr: value}
+            if attr == "hair_style" and attrs[attr] == BALD:  # hair on a bald head needs a colour
+                new["hair_color"] = int(rng.integers(len(ATTRIBUTES["hair_color"])))
+            if attr == "hair_style" and value == BALD:
+                new["hair_color"], new["hat"] = -1, 0
+            if value == attrs[attr] or attr not in mentionable(new) or not is_valid(new) or (
+                    self.split != "heldout" and heldout_combination(new) >= 0):
+                continue
+            others = [k for k in mentionable(attrs) if k in mentionable(new) and k != attr]
+            must = [attr, *rng.choice(others, size=min(len(others), int(rng.integers(4))), replace=False).tolist()]
+            out.append(caption(new, rng, self.caption_set, must_mention=must, low=len(must), high=len(must))[0])
+        return out
 
     def eval_prompts(self, n: int, seed: int = 0, heldout: bool = False) -> list[Prompt]:
         """Prompts from fresh attribute draws of this split; heldout=True phrases them with held-out paraphrases.

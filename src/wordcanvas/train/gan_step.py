@@ -84,18 +84,22 @@ def mode_seeking_loss(fake_a: torch.Tensor, fake_b: torch.Tensor, z_a: torch.Ten
     return 1 / (ratio + eps)
 
 
-def contrastive_loss(similarity: torch.Tensor, captions: list[str], temperature: float = 0.1) -> torch.Tensor:
+def contrastive_loss(similarity: torch.Tensor, captions: list[str], temperature: float = 0.1,
+                     hard: torch.Tensor | None = None) -> torch.Tensor:
     """Symmetric InfoNCE over a batch (XMC-GAN's sentence contrastive loss; CLIP's form): image i must
     pick its own caption among the batch's captions, and caption i its own image. `similarity` is
     (B, B) cosine image-text similarity. Other images of an identical caption are not counted as
-    negatives (masked out), so batches that repeat a caption do not push apart what should match."""
+    negatives (masked out), so batches that repeat a caption do not push apart what should match.
+    `hard` (B,): each image's similarity to its own near-miss caption, one more negative on the
+    image-to-caption side (a hard negative the batch rarely holds)."""
     b = similarity.shape[0]
     ids = {}
     caption_ids = torch.tensor([ids.setdefault(c, len(ids)) for c in captions], device=similarity.device)
     same = (caption_ids[:, None] == caption_ids[None, :]) & ~torch.eye(b, dtype=torch.bool, device=similarity.device)
     logits = (similarity / temperature).masked_fill(same, float("-inf"))
     target = torch.arange(b, device=similarity.device)
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+    to_text = logits if hard is None else torch.cat([logits, hard[:, None] / temperature], dim=1)
+    return (F.cross_entropy(to_text, target) + F.cross_entropy(logits.T, target)) / 2
 
 
 # --- shared helpers ----------------------------------------------------------------------------
@@ -194,6 +198,10 @@ class GANSettings:
                                             # each real image's caption among the batch's, G is rewarded when its
                                             # images are picked for their own captions; 0 = off
     contrastive_temperature: float = 0.1    # softmax temperature of those terms
+    hard_negatives: float = 0.0             # share of the mismatched captions D sees that are the item's own near
+                                            # miss (data's contrast_captions: digits swapped, one moved...) instead
+                                            # of another item's caption; with contrastive > 0 the near miss is also
+                                            # one more negative for each image (D's real, G's fake); 0 = off
     truncation: float | None = None         # noise truncation for sample grids, evaluation and export
     truncation_mode: str = "resample"       # "resample" (redraw |z| > t) or "scale" (z * t)
     standing_stats: int = 16                # batches that re-estimate the EMA generator's BatchNorm statistics
@@ -211,6 +219,8 @@ class GANSettings:
         if self.contrastive < 0 or self.contrastive_temperature <= 0:
             raise ValueError("contrastive must be >= 0 and contrastive_temperature > 0, got "
                              f"{self.contrastive} and {self.contrastive_temperature}")
+        if not 0 <= self.hard_negatives <= 1:
+            raise ValueError(f"hard_negatives must be in [0, 1], got {self.hard_negatives}")
         if self.contrastive > 0 and self.discriminator.get("contrastive_dim", 1) <= 0:
             raise ValueError("contrastive > 0 needs a contrastive head: discriminator.contrastive_dim must be > 0")
 
@@ -248,6 +258,8 @@ class GANFamily:
         self.augment = parse_policy(s.augment)
         self.amp = cfg.amp and device.type == "cuda"
         self.dataset = dataset  # captions for the standing statistics
+        if s.hard_negatives > 0:
+            dataset.near_misses = True  # items bring their near-miss captions
 
     # the loop's view of the family
     @property
@@ -308,17 +320,27 @@ class GANFamily:
         do_reg = s.reg != "none" and step % s.reg_every == 0
         real = real.detach().requires_grad_(do_reg and s.reg in ("magp", "r1"))
         pooled = standardize(text.pooled.detach().float()).requires_grad_(do_reg and s.reg == "magp")
+        mismatched = roll_global(pooled, self.dist)
+        near_miss = None  # (B, text_dim) pooled embedding of each item's near-miss caption
+        if s.hard_negatives > 0:
+            if "contrast" not in batch:
+                raise ValueError("hard_negatives > 0 needs a dataset that writes near-miss captions "
+                                 "(contrast_captions; built in: captioned-mnist)")
+            near_miss = embed_texts(self.encoder, batch["contrast"], self.device).pooled.detach().float()
+            use = g.rand(b, device=self.device) < s.hard_negatives
+            mismatched = torch.where(use[:, None], standardize(near_miss), mismatched)
         with self.autocast():
             f_real, f_fake = self.run_d(real, g), self.run_d(fake, g)
             u_real, m_real = D.heads(f_real, pooled, standardized=True)
-            _, m_mis = D.heads(f_real, roll_global(pooled, self.dist), standardized=True)
+            _, m_mis = D.heads(f_real, mismatched, standardized=True)
             u_fake, m_fake = D.heads(f_fake, pooled, standardized=True)
             w = s.mismatch_weight
             loss_d = (d_real_loss(s.loss, m_real) + (1 - w) * d_fake_loss(s.loss, m_fake) + w * d_fake_loss(s.loss, m_mis)
                       + s.uncond_weight * (d_real_loss(s.loss, u_real) + d_fake_loss(s.loss, u_fake)))
             if s.contrastive > 0:
+                hard = None if near_miss is None else D.similarity(f_real, near_miss).diagonal()
                 con_d = contrastive_loss(D.similarity(f_real, pooled.detach(), standardized=True), captions,
-                                         s.contrastive_temperature)
+                                         s.contrastive_temperature, hard)
                 loss_d = loss_d + s.contrastive * con_d
                 stats["contrastive_d"] = con_d.detach()
             if do_reg:
@@ -350,7 +372,9 @@ class GANFamily:
             u_fake, m_fake = D.heads(f_fake, text.pooled.float())
             loss_g = g_loss(s.loss, m_fake) + s.uncond_weight * g_loss(s.loss, u_fake)
             if s.contrastive > 0:
-                con_g = contrastive_loss(D.similarity(f_fake, text.pooled.float()), captions, s.contrastive_temperature)
+                hard = None if near_miss is None else D.similarity(f_fake, near_miss).diagonal()
+                con_g = contrastive_loss(D.similarity(f_fake, text.pooled.float()), captions, s.contrastive_temperature,
+                                         hard)
                 loss_g = loss_g + s.contrastive * con_g
                 stats["contrastive_g"] = con_g.detach()
             if s.mode_seeking > 0 and b >= 2:
