@@ -21,8 +21,8 @@ Also the best possible pick (the least-LPIPS candidate the probes call a success
 any judge on this ladder.
 
 `tune` fine-tunes a copy of the discriminator as a judge on real training renders, with hard
-negatives: each image's near-miss captions (ToyFaces.contrast_captions: one attribute changed, as an
-edit's source and target differ) besides the batch's other captions; `rejudge` replaces a stored table's judge signals by
+negatives: for each image, a caption and the same caption with one attribute changed (as an edit's
+source and target differ), phrased alike, besides the batch's other captions; `rejudge` replaces a stored table's judge signals by
 another judge's (on the stored uint8 candidates), so `compare` can score it.
 """
 from __future__ import annotations
@@ -165,11 +165,41 @@ def collect(args) -> int:
     return 0
 
 
+def swap_pair(attrs: dict[str, int], rng) -> tuple[str, str]:
+    """A caption of attrs and the same caption with one attribute changed (a face the training split
+    can render), phrased alike, naming the changed attribute and 0-3 others: an edit's source and
+    target. (ToyFaces.contrast_captions gives such near misses alone, for GAN training.)"""
+    import numpy as np
+
+    from wordcanvas.data.grammar import ATTRIBUTES, caption, mentionable
+    from wordcanvas.data.toy_faces import heldout_combination, is_valid
+
+    names = list(ATTRIBUTES)
+    while True:
+        attr = names[rng.integers(len(names))]
+        v = int(rng.integers(len(ATTRIBUTES[attr])))
+        if v == attrs[attr]:
+            continue
+        new = {**attrs, attr: v}
+        if attr == "hair_style" and attrs[attr] == 0:
+            new["hair_color"] = int(rng.integers(5))
+        if attr == "hair_style" and v == 0:
+            new["hair_color"], new["hat"] = -1, 0
+        if not is_valid(new) or heldout_combination(new) >= 0:
+            continue
+        pool = [k for k in mentionable(attrs) if k in mentionable(new) and k != attr]
+        must = [attr, *rng.choice(pool, size=min(len(pool), int(rng.integers(0, 4))), replace=False).tolist()]
+        seed = int(rng.integers(2 ** 31))
+        return tuple(caption(a, np.random.default_rng(seed), "train", must_mention=must, low=len(must),
+                             high=len(must))[0] for a in (attrs, new))
+
+
 def tune(args) -> int:
     """InfoNCE of each image against its caption, its swapped caption and the batch's others."""
     import copy
     import time
 
+    import numpy as np
     import torch.nn.functional as F
 
     from wordcanvas.data.toy_faces import ToyFaces
@@ -180,13 +210,13 @@ def tune(args) -> int:
     t2i = TextToImage.from_pretrained(args.gan)
     judge = copy.deepcopy(Discriminator.from_pretrained(Path(args.gan) / "discriminator")).train()
 
-    def renders(split, n, start=0):  # (images, per image 3 x (a caption, a near miss of it))
-        faces = ToyFaces(split, judge.config.resolution, size=start + n, seed=0)
+    def renders(split, n, seed, start=0):  # (images, per image 3 x (a caption, the caption with one change))
+        faces, rng = ToyFaces(split, judge.config.resolution, size=start + n, seed=0), np.random.default_rng(seed)
         return (torch.stack([faces.image(i) for i in range(start, start + n)]),
-                [list(zip(faces.captions(i)[:3], faces.contrast_captions(i, 3))) for i in range(start, start + n)])
+                [[swap_pair(faces.labels(i), rng) for _ in range(3)] for i in range(start, start + n)])
 
-    x, pairs = renders("train", args.images)
-    val_x, val_pairs = renders("test", 600, start=1008)  # renders after the edit benchmark's faces
+    x, pairs = renders("train", args.images, 1)
+    val_x, val_pairs = renders("test", 600, 2, start=1008)  # renders after the edit benchmark's faces
     texts = sorted({c for ps in pairs + val_pairs for p in ps for c in p})
     with torch.no_grad():
         pooled = dict(zip(texts, torch.cat([t2i.encoder.encode(texts[i:i + 512]).pooled
