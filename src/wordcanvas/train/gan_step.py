@@ -1,7 +1,8 @@
 """The GAN families for the training loop: losses, regularisers and one optimisation step.
 
 GANFamily (text-conditioned, DF-GAN style): the discriminator sees (real, matching text),
-(real, mismatched text: the batch's captions rolled by one) and (fake, text); losses hinge,
+(real, mismatched text: the batch's captions rolled by one, or with hard_negatives the item's own
+near-miss caption) and (fake, text); losses hinge,
 non-saturating or WGAN; regularisers MA-GP, R1 or WGAN-GP; DiffAugment on every image D sees;
 optional mode-seeking term; optional image-text contrastive terms (XMC-GAN). DCGANFamily: the
 plain class-conditional baseline.
@@ -325,7 +326,7 @@ class GANFamily:
         if s.hard_negatives > 0:
             if "contrast" not in batch:
                 raise ValueError("hard_negatives > 0 needs a dataset that writes near-miss captions "
-                                 "(contrast_captions; built in: captioned-mnist)")
+                                 "(contrast_captions; built in: captioned-mnist, toy-faces)")
             near_miss = embed_texts(self.encoder, batch["contrast"], self.device).pooled.detach().float()
             use = g.rand(b, device=self.device) < s.hard_negatives
             mismatched = torch.where(use[:, None], standardize(near_miss), mismatched)
