@@ -103,6 +103,18 @@ def contrastive_loss(similarity: torch.Tensor, captions: list[str], temperature:
     return (F.cross_entropy(to_text, target) + F.cross_entropy(logits.T, target)) / 2
 
 
+def similarities(D, features: torch.Tensor, pooled: torch.Tensor, near_miss: torch.Tensor | None,
+                 standardized: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(B, B) image-caption similarities and, with near misses (raw pooled embeddings), each image's
+    similarity to its own near miss, from one pass of the contrastive head over the images."""
+    if near_miss is None:
+        return D.similarity(features, pooled, standardized), None
+    texts = torch.cat([pooled, standardize(near_miss) if standardized else near_miss])
+    sim = D.similarity(features, texts, standardized)
+    b = len(pooled)
+    return sim[:, :b], sim[:, b:].diagonal()
+
+
 # --- shared helpers ----------------------------------------------------------------------------
 
 def step_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
@@ -339,9 +351,8 @@ class GANFamily:
             loss_d = (d_real_loss(s.loss, m_real) + (1 - w) * d_fake_loss(s.loss, m_fake) + w * d_fake_loss(s.loss, m_mis)
                       + s.uncond_weight * (d_real_loss(s.loss, u_real) + d_fake_loss(s.loss, u_fake)))
             if s.contrastive > 0:
-                hard = None if near_miss is None else D.similarity(f_real, near_miss).diagonal()
-                con_d = contrastive_loss(D.similarity(f_real, pooled.detach(), standardized=True), captions,
-                                         s.contrastive_temperature, hard)
+                sim, hard = similarities(D, f_real, pooled.detach(), near_miss, standardized=True)
+                con_d = contrastive_loss(sim, captions, s.contrastive_temperature, hard)
                 loss_d = loss_d + s.contrastive * con_d
                 stats["contrastive_d"] = con_d.detach()
             if do_reg:
@@ -373,9 +384,8 @@ class GANFamily:
             u_fake, m_fake = D.heads(f_fake, text.pooled.float())
             loss_g = g_loss(s.loss, m_fake) + s.uncond_weight * g_loss(s.loss, u_fake)
             if s.contrastive > 0:
-                hard = None if near_miss is None else D.similarity(f_fake, near_miss).diagonal()
-                con_g = contrastive_loss(D.similarity(f_fake, text.pooled.float()), captions, s.contrastive_temperature,
-                                         hard)
+                sim, hard = similarities(D, f_fake, text.pooled.float(), near_miss)
+                con_g = contrastive_loss(sim, captions, s.contrastive_temperature, hard)
                 loss_g = loss_g + s.contrastive * con_g
                 stats["contrastive_g"] = con_g.detach()
             if s.mode_seeking > 0 and b >= 2:
