@@ -134,7 +134,7 @@ def plan_edits(n: int, seed: int, resolution: int, mention: str = "edited", star
     import numpy as np
 
     from wordcanvas.data.grammar import ATTRIBUTES
-    from wordcanvas.data.toy_faces import ToyFaces, heldout_combination, is_valid
+    from wordcanvas.data.toy_faces import ToyFaces, change_attribute, heldout_combination, is_valid
 
     faces = ToyFaces("test", resolution, size=max(start + n, 1), seed=0)
     names = list(ATTRIBUTES)
@@ -147,11 +147,7 @@ def plan_edits(n: int, seed: int, resolution: int, mention: str = "edited", star
             options = [v for v in rng.permutation(len(ATTRIBUTES[attr])).tolist() if v != src[attr]]
             new = None
             for v in options:
-                cand = {**src, attr: v}
-                if attr == "hair_style" and src[attr] == 0:  # growing hair on a bald head: give it a colour
-                    cand["hair_color"] = int(rng.integers(5))
-                if attr == "hair_style" and v == 0:
-                    cand["hair_color"], cand["hat"] = -1, 0
+                cand = change_attribute(src, attr, v, rng)
                 if is_valid(cand) and heldout_combination(cand) < 0:  # no combination training never showed
                     new = cand
                     break

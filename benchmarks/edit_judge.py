@@ -171,8 +171,8 @@ def swap_pair(attrs: dict[str, int], rng) -> tuple[str, str]:
     target. (ToyFaces.contrast_captions gives such near misses alone, for GAN training.)"""
     import numpy as np
 
-    from wordcanvas.data.grammar import ATTRIBUTES, caption, mentionable
-    from wordcanvas.data.toy_faces import heldout_combination, is_valid
+    from wordcanvas.data.grammar import ATTRIBUTES, caption
+    from wordcanvas.data.toy_faces import change_attribute, heldout_combination, is_valid, mention_with
 
     names = list(ATTRIBUTES)
     while True:
@@ -180,15 +180,10 @@ def swap_pair(attrs: dict[str, int], rng) -> tuple[str, str]:
         v = int(rng.integers(len(ATTRIBUTES[attr])))
         if v == attrs[attr]:
             continue
-        new = {**attrs, attr: v}
-        if attr == "hair_style" and attrs[attr] == 0:
-            new["hair_color"] = int(rng.integers(5))
-        if attr == "hair_style" and v == 0:
-            new["hair_color"], new["hat"] = -1, 0
+        new = change_attribute(attrs, attr, v, rng)
         if not is_valid(new) or heldout_combination(new) >= 0:
             continue
-        pool = [k for k in mentionable(attrs) if k in mentionable(new) and k != attr]
-        must = [attr, *rng.choice(pool, size=min(len(pool), int(rng.integers(0, 4))), replace=False).tolist()]
+        must = mention_with(attrs, new, attr, rng)
         seed = int(rng.integers(2 ** 31))
         return tuple(caption(a, np.random.default_rng(seed), "train", must_mention=must, low=len(must),
                              high=len(must))[0] for a in (attrs, new))

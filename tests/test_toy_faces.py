@@ -8,7 +8,7 @@ import torch
 
 from wordcanvas.data.base import CaptionedDataset, Prompt
 from wordcanvas.data.grammar import ATTRIBUTES, caption
-from wordcanvas.data.toy_faces import HELDOUT_COMBINATIONS, ToyFaces, render_face
+from wordcanvas.data.toy_faces import HELDOUT_COMBINATIONS, ToyFaces, change_attribute, is_valid, render_face
 
 # Words written here by hand, not taken from the grammar, so the checks are independent of it.
 HELDOUT_ONLY = {
@@ -278,3 +278,29 @@ def test_near_miss_captions_contradict_the_face():
     assert "contrast" not in faces[0]
     faces.near_misses = True
     assert faces[0]["contrast"] in faces.contrast_captions(0)
+
+
+def test_change_attribute_brings_hair_and_hat_along():
+    """Going bald drops the hair colour and the hat; growing hair on a bald head draws a colour;
+    any other change touches that attribute alone."""
+    faces, rng = ToyFaces("train", 64, size=400), np.random.default_rng(0)
+    bald = ATTRIBUTES["hair_style"].index("bald")
+    seen = {"went_bald": 0, "grew_hair": 0}
+    for i in range(400):
+        attrs = faces.labels(i)
+        for attr in ATTRIBUTES:
+            value = (attrs[attr] + 1) % len(ATTRIBUTES[attr])
+            new = change_attribute(attrs, attr, value, rng)
+            changed = {k for k in attrs if new[k] != attrs[k]}
+            assert new[attr] == value and attrs == faces.labels(i)  # the input is left alone
+            if attr == "hair_style" and value == bald:
+                assert new["hair_color"] == -1 and new["hat"] == 0
+                seen["went_bald"] += 1
+            elif attr == "hair_style" and attrs[attr] == bald:
+                assert 0 <= new["hair_color"] < len(ATTRIBUTES["hair_color"]) and changed <= {attr, "hair_color"}
+                seen["grew_hair"] += 1
+            else:
+                assert changed == {attr}
+            if attr == "hair_style":  # a hair change alone never makes an impossible face
+                assert is_valid(new)
+    assert min(seen.values()) > 0

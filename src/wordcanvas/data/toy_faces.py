@@ -111,6 +111,25 @@ def matches(attrs: dict[str, int], combo: dict[str, int]) -> bool:
     return all(attrs.get(k) == v for k, v in combo.items())
 
 
+def change_attribute(attrs: dict[str, int], attr: str, value: int, rng: np.random.Generator) -> dict[str, int]:
+    """attrs with attr set to value, and what comes with that change: hair grown on a bald head gets a
+    colour drawn from rng; a head made bald loses its hair colour and hat. Check the result with
+    is_valid (and heldout_combination) before rendering it."""
+    new = {**attrs, attr: value}
+    if attr == "hair_style" and attrs[attr] == BALD:
+        new["hair_color"] = int(rng.integers(len(ATTRIBUTES["hair_color"])))
+    if attr == "hair_style" and value == BALD:
+        new["hair_color"], new["hat"] = -1, 0
+    return new
+
+
+def mention_with(attrs: dict[str, int], new: dict[str, int], attr: str, rng: np.random.Generator) -> list[str]:
+    """The attributes a caption of a one-attribute change names: the changed one and 0-3 others that
+    both faces let a caption mention (a near miss reads like its true caption but for one fact)."""
+    others = [k for k in mentionable(attrs) if k in mentionable(new) and k != attr]
+    return [attr, *rng.choice(others, size=min(len(others), int(rng.integers(4))), replace=False).tolist()]
+
+
 def heldout_combination(attrs: dict[str, int]) -> int:
     """Index of the held-out combination these attributes contain, or -1."""
     return next((k for k, c in enumerate(HELDOUT_COMBINATIONS) if matches(attrs, c)), -1)
@@ -537,16 +556,11 @@ class ToyFaces(CaptionedDataset):
         while len(out) < n:
             attr = names[rng.integers(len(names))]
             value = int(rng.integers(len(ATTRIBUTES[attr])))
-            new = {**attrs, attr: value}
-            if attr == "hair_style" and attrs[attr] == BALD:  # hair on a bald head needs a colour
-                new["hair_color"] = int(rng.integers(len(ATTRIBUTES["hair_color"])))
-            if attr == "hair_style" and value == BALD:
-                new["hair_color"], new["hat"] = -1, 0
+            new = change_attribute(attrs, attr, value, rng)
             if value == attrs[attr] or attr not in mentionable(new) or not is_valid(new) or (
                     self.split != "heldout" and heldout_combination(new) >= 0):
                 continue
-            others = [k for k in mentionable(attrs) if k in mentionable(new) and k != attr]
-            must = [attr, *rng.choice(others, size=min(len(others), int(rng.integers(4))), replace=False).tolist()]
+            must = mention_with(attrs, new, attr, rng)
             out.append(caption(new, rng, self.caption_set, must_mention=must, low=len(must), high=len(must))[0])
         return out
 
