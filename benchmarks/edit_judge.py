@@ -83,14 +83,14 @@ def judge_signals(editor, images: torch.Tensor, source_images: torch.Tensor, tar
                   ) -> dict[str, torch.Tensor]:
     """Everything the discriminator says of a batch of candidates, per image."""
     d, n = editor.judge, len(images)
-    t, s = editor._texts(target, n).pooled, editor._texts(source, n).pooled
+    t, s = editor.text_embeddings(target, n).pooled, editor.text_embeddings(source, n).pooled
     features = d.features(images)
     uncond, logit_t = d.heads(features, t)
     logit_s = d.heads(features, s)[1]
     image_cos = (d.image_embedding(features) * d.image_embedding(d.features(source_images))).sum(1)
     return {"cos_target": d.similarity(features, t).diagonal(), "cos_source": d.similarity(features, s).diagonal(),
             "logit_target": logit_t, "logit_source": logit_s, "uncond": uncond, "image_cos": image_cos,
-            "lpips": editor._lpips_distance(images, source_images),
+            "lpips": editor.lpips_distance(images, source_images),
             "mse": (images - source_images).pow(2).mean(dim=(1, 2, 3))}
 
 

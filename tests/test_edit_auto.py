@@ -85,7 +85,7 @@ def test_auto_edit_is_the_least_change_the_judge_accepts(judged_run):
     strength, blend = ladder["settings"][i]
     alone = editor.edit_latents(latents, target, source, strength, local_blend=blend, images=images)
     assert torch.equal(alone, ladder["images"][i])
-    assert torch.allclose(ladder["lpips"][i], editor._lpips_distance(alone, images))
+    assert torch.allclose(ladder["lpips"][i], editor.lpips_distance(alone, images))
     # the change adds what the judge sees: 1 - cosine of the two images in its contrastive image space
     d = editor.judge
     assert d.config.contrastive_dim > 0 and d.config.contrastive_pool == "mean"
@@ -94,7 +94,7 @@ def test_auto_edit_is_the_least_change_the_judge_accepts(judged_run):
             d.contrastive_image(torch.nn.functional.leaky_relu(d.features(x), 0.2).mean(dim=(2, 3))), dim=1)
         seen = 1 - torch.nn.functional.cosine_similarity(embed(alone), embed(images), dim=1)
     assert seen.abs().max() > 1e-4  # the edit moved the images in the judge's eyes
-    assert torch.allclose(ladder["change"][i], editor._lpips_distance(alone, images) + seen, atol=1e-5)
+    assert torch.allclose(ladder["change"][i], editor.lpips_distance(alone, images) + seen, atol=1e-5)
 
 
 def test_auto_edit_is_refused_without_a_judge(judged_run, tmp_path):

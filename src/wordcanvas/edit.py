@@ -215,7 +215,8 @@ class Editor:
     def resolution(self) -> int:
         return self.model.config.resolution
 
-    def _texts(self, texts: str | list[str], n: int) -> TextEmbedding:
+    def text_embeddings(self, texts: str | list[str], n: int) -> TextEmbedding:
+        """The model's embedding of one caption per image (a single caption is repeated n times)."""
         texts = [texts] * n if isinstance(texts, str) else list(texts)
         if len(texts) != n:
             raise ValueError(f"{n} images but {len(texts)} captions")
@@ -245,7 +246,7 @@ class Editor:
         if self.family != "vae":
             raise ValueError("encode needs a VAE; a GAN is inverted with invert()")
         images = self._check(images)
-        text = self._texts(captions, len(images))
+        text = self.text_embeddings(captions, len(images))
         return self.model.to_noise(self.model.encode(images, text)[0], text)
 
     # --- GAN inversion -------------------------------------------------------------------------
@@ -256,7 +257,7 @@ class Editor:
             self._lpips = LPIPS(self.lpips_net).to(self.t2i.device)
         return self._lpips
 
-    def _lpips_distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    def lpips_distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Per-image LPIPS; small images are upsampled to 64 px, as AlexNet's trunk needs room to see anything."""
         size = max(64, a.shape[-1])
         up = lambda x: x if x.shape[-1] == size else F.interpolate(x, size=(size, size), mode="bilinear",  # noqa: E731
@@ -267,7 +268,7 @@ class Editor:
         """Per-image pixel MSE + lpips_weight * LPIPS."""
         loss = (fake - target).square().flatten(1).mean(1)
         if lpips_weight > 0:
-            loss = loss + lpips_weight * self._lpips_distance(fake, target)
+            loss = loss + lpips_weight * self.lpips_distance(fake, target)
         return loss
 
     def invert(self, images: torch.Tensor, captions: str | list[str], steps: int = 300, lr: float = 0.05,
@@ -290,7 +291,7 @@ class Editor:
                 raise ValueError(f"per-layer style offsets need a generator with conditional affine layers; this "
                                  f"one is a {type(self.model).__name__}: leave style_weight unset")
         G, images = self.model, self._check(images)
-        n, text = len(images), self._texts(captions, len(images))
+        n, text = len(images), self.text_embeddings(captions, len(images))
         g = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             starts = G.sample_noise(n * candidates, g, device="cpu").to(images.device).view(candidates, n, -1)
@@ -356,9 +357,9 @@ class Editor:
     def _regenerate(self, latents, captions: str | list[str], n: int, source: list[str] | None = None,
                     strength: float = 1.0) -> torch.Tensor:
         z, offset, styles = (*latents, None)[:3] if isinstance(latents, tuple) else (latents, None, None)
-        text = self._texts(captions, n)
+        text = self.text_embeddings(captions, n)
         if strength != 1.0:  # pooled: source + strength x (target - source); the tokens are the target's
-            base = self._texts(source, n).pooled
+            base = self.text_embeddings(source, n).pooled
             text = TextEmbedding(text.tokens, text.mask, base + strength * (text.pooled - base))
         with torch.no_grad():
             return self._generate(z, self._shifted(text, offset), styles).float()
@@ -406,7 +407,7 @@ class Editor:
         """(N,) how much better the judge finds each image matches `target` than `source`: the cosine
         gap in its image-text contrastive head where it has one, else the gap of its conditional logits."""
         n = len(images)
-        return self._match_pooled(images, self._texts(target, n).pooled, self._texts(source, n).pooled)
+        return self._match_pooled(images, self.text_embeddings(target, n).pooled, self.text_embeddings(source, n).pooled)
 
     def _match_pooled(self, images: torch.Tensor, target: torch.Tensor, source: torch.Tensor,
                       features: torch.Tensor | None = None) -> torch.Tensor:
@@ -432,7 +433,7 @@ class Editor:
         (C, N) LPIPS to the source, "change": (C, N) LPIPS plus the judge's distance to the source
         (`_judged_distance`)}. `pick_least_change` chooses among them by match and change."""
         images = self._check(images)
-        pooled = self._texts(target, len(images)).pooled, self._texts(source, len(images)).pooled  # once for all
+        pooled = self.text_embeddings(target, len(images)).pooled, self.text_embeddings(source, len(images)).pooled  # once for all
         source_features = self.judge.features(images)
         settings, outs, match, lpips, judged = [], [], [], [], []
         for strength in strengths:
@@ -444,7 +445,7 @@ class Editor:
                 settings.append((strength, blend))
                 outs.append(y)
                 match.append(self._match_pooled(y, *pooled, features=features))
-                lpips.append(self._lpips_distance(y, images))
+                lpips.append(self.lpips_distance(y, images))
                 judged.append(self._judged_distance(features, source_features))
         lpips = torch.stack(lpips)
         return {"settings": settings, "images": torch.stack(outs), "match": torch.stack(match), "lpips": lpips,
@@ -505,7 +506,7 @@ class Editor:
         maps, done = [], {}
         for pair in zip(sources, targets):
             if pair not in done:
-                s, t = self._texts(pair[0], samples), self._texts(pair[1], samples)
+                s, t = self.text_embeddings(pair[0], samples), self.text_embeddings(pair[1], samples)
                 t = TextEmbedding(t.tokens, t.mask, s.pooled + strength * (t.pooled - s.pooled))
                 mean = (self.model(z, t).float() - self.model(z, s).float()).mean(0, keepdim=True)
                 m = gaussian_blur(mean.abs().mean(1, keepdim=True), self.resolution / 64)
