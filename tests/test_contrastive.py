@@ -175,9 +175,8 @@ def test_hard_negatives_are_what_the_discriminator_sees_as_mismatched(tmp_path):
 
     encoder, data = HashEncoder(), NearMissSquares(n=16)
     assert "contrast" not in data[0]  # only when training asks for them
-    data.near_misses = True
-    batch = _collate([data[i] for i in range(8)])
-    assert batch["contrast"] == [data[i]["contrast"] for i in range(8)]
+    batch = _collate([data.item(i, near_miss=True) for i in range(8)])
+    assert batch["contrast"] == [data.item(i, near_miss=True)["contrast"] for i in range(8)]
     assert all(c not in data.captions(i) for i, c in enumerate(batch["contrast"]))
     model = {"arch": "gan-cls", "generator": {"ngf": 8, "z_dim": 8, "cond_dim": 8}, "augment": "", "reg": "none",
              "discriminator": {"ndf": 8, "max_channels": 32, "cond_head": "projection", "contrastive_dim": 16},
@@ -197,3 +196,8 @@ def test_hard_negatives_are_what_the_discriminator_sees_as_mismatched(tmp_path):
         fam.step(_collate([ColourSquares(n=16)[i] for i in range(8)]), 0)
     with pytest.raises(ValueError, match="hard_negatives must be in"):
         GANSettings(hard_negatives=1.5)
+    # Through the loop: its loader brings the near misses (a batch without them raises), and the
+    # dataset itself is left as it was.
+    result = train(tiny_config(tmp_path / "loop", steps=2, model={**model, "hard_negatives": 1.0}), dataset=data,
+                   encoder=encoder)
+    assert result.step == 2 and "contrast" not in data[0]

@@ -398,5 +398,4 @@ def test_captioned_mnist_near_misses_are_false_and_include_the_swap():
             assert any(true_of(t, swapped) for t in near)
             swaps += 1
     assert swaps > 100
-    data.near_misses = True
-    assert data[0]["contrast"] in data.contrast_captions(0)
+    assert data.item(0, near_miss=True)["contrast"] in data.contrast_captions(0)

@@ -444,7 +444,7 @@ def denoise_config(out, batch: int, steps: int) -> TrainConfig:
 
 
 DIST_SCRIPT = """
-import json, sys, torch
+import json, os, sys, torch
 sys.path.insert(0, {tests!r})
 from test_faults import ColourSquares, DenoiseFamily, denoise_config
 from wordcanvas.train import train
@@ -454,6 +454,9 @@ for out in ({fresh!r}, {from_one!r}):  # a fresh run; then the resume of a 1-pro
     if result.family.dist.rank == 0:
         torch.save({{k: v for k, v in result.family.model.state_dict().items()}}, out + "/weights.pt")
 torch.distributed.destroy_process_group()
+# Everything is saved: leave without C++ static destructors, where a gloo thread still being torn
+# down occasionally aborted a rank on a loaded machine after the training had finished.
+sys.stdout.flush(); sys.stderr.flush(); os._exit(0)
 """
 
 

@@ -37,7 +37,6 @@ class CaptionedDataset(Dataset):
     channels: int = 3
     resolution: int = 64
     name: str = "dataset"
-    near_misses: bool = False  # items carry a "contrast" caption (set by training with hard negatives)
 
     def __init__(self, seed: int = 0):
         self.seed = seed
@@ -62,11 +61,16 @@ class CaptionedDataset(Dataset):
         return []
 
     def __getitem__(self, i: int) -> dict:
+        return self.item(i)
+
+    def item(self, i: int, near_miss: bool = False) -> dict:
+        """Image, one drawn caption and labels of item i; with near_miss, also one drawn near-miss
+        caption as "contrast" (what training with hard negatives asks the loader for)."""
         caps = self.captions(i)
         g = torch.Generator().manual_seed(hash((self.seed, self.epoch, int(i))) & 0x7FFFFFFF)
         caption = caps[int(torch.randint(len(caps), (1,), generator=g))]
         item = {"image": self.image(i), "caption": caption, "labels": self.labels(i)}
-        contrasts = self.contrast_captions(i) if self.near_misses else []
+        contrasts = self.contrast_captions(i) if near_miss else []
         if contrasts:
             item["contrast"] = contrasts[int(torch.randint(len(contrasts), (1,), generator=g))]
         return item

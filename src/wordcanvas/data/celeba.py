@@ -175,7 +175,7 @@ class CelebA(CaptionedDataset):
         attrs = self.labels(i)
         return [caption(attrs, rng, self.caption_set, color_beards=False)[0] for _ in range(self.captions_per_image)]
 
-    def __getitem__(self, i: int) -> dict:
+    def item(self, i: int, near_miss: bool = False) -> dict:
         # A file that breaks after the construction check is skipped for the next good one;
         # the base class then takes image, caption and labels from that same picture.
         if not -len(self) <= i < len(self):
@@ -183,7 +183,7 @@ class CelebA(CaptionedDataset):
         for k in range(len(self)):
             j = (int(i) + k) % len(self)
             try:
-                return super().__getitem__(j)
+                return super().item(j, near_miss)
             except _IMAGE_ERRORS as e:
                 if all(f != self.files[j] for f, _ in self.skipped):
                     self.skipped.append((self.files[j], f"unreadable ({type(e).__name__}: {e})"))

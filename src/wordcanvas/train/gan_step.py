@@ -271,8 +271,7 @@ class GANFamily:
         self.augment = parse_policy(s.augment)
         self.amp = cfg.amp and device.type == "cuda"
         self.dataset = dataset  # captions for the standing statistics
-        if s.hard_negatives > 0:
-            dataset.near_misses = True  # items bring their near-miss captions
+        self.wants_near_misses = s.hard_negatives > 0  # the loader brings each item's near-miss caption
 
     # the loop's view of the family
     @property
