@@ -69,11 +69,11 @@ class CaptionedDataset(Dataset):
         caps = self.captions(i)
         g = torch.Generator().manual_seed(hash((self.seed, self.epoch, int(i))) & 0x7FFFFFFF)
         caption = caps[int(torch.randint(len(caps), (1,), generator=g))]
-        item = {"image": self.image(i), "caption": caption, "labels": self.labels(i)}
+        drawn = {"image": self.image(i), "caption": caption, "labels": self.labels(i)}
         contrasts = self.contrast_captions(i) if near_miss else []
         if contrasts:
-            item["contrast"] = contrasts[int(torch.randint(len(contrasts), (1,), generator=g))]
-        return item
+            drawn["contrast"] = contrasts[int(torch.randint(len(contrasts), (1,), generator=g))]
+        return drawn
 
     def class_phrases(self, label: str) -> list[list[str]]:
         """Per class of `label`, the phrases that name it in captions (for the class-conditioned
