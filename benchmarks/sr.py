@@ -391,7 +391,9 @@ def main() -> None:
         if not t:
             return "not shipped"
         cpu = f", {t['cpu_minutes']} CPU-min" if t.get("cpu_minutes") else ""
-        return f"{t['steps']} steps x {t['batch']} patches of {t['patch']} px ({t['step_time_minutes']} wall-min{cpu})"
+        gpu = " on one GPU" if "NVIDIA" in str(t.get("hardware", "")).split(";")[0] else ""
+        return (f"{t['steps']} steps x {t['batch']} patches of {t['patch']} px ({t['step_time_minutes']} "
+                f"wall-min{gpu}{cpu})")
     doc = DOC.format(p_fast=params["fast"], p_quality=params["quality"], p_gan=params["quality-gan"],
                      p_realesrgan=params["realesrgan"],
                      t_fast=f"x2: {card('fast', 2)}; x4: {card('fast', 4)}",
