@@ -323,6 +323,31 @@ class NoSteps(GANFamily):
         raise AssertionError("training started although the run folder cannot take the checkpoints")
 
 
+def test_atomic_writes_get_ordinary_permissions_and_leave_nothing_behind_on_failure(tmp_path, monkeypatch):
+    """Files written atomically (images, checkpoints, embeddings) are as readable as a plain write under the
+    process umask; a write that fails part-way keeps the old file and leaves no temporary file."""
+    from wordcanvas.utils import io
+
+    old = os.umask(0o022)
+    try:
+        io.atomic_write_bytes(tmp_path / "a.png", b"new")
+        os.umask(0o077)
+        io.atomic_write_bytes(tmp_path / "private.bin", b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.png").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "private.bin").stat().st_mode & 0o777 == 0o600
+
+    def failing_fsync(fd):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(io.os, "fsync", failing_fsync)
+    with pytest.raises(OSError, match="Input/output error"):
+        io.atomic_write_bytes(tmp_path / "a.png", b"half")
+    assert (tmp_path / "a.png").read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "private.bin"]
+
+
 def test_unwritable_or_full_run_folder_fails_before_training(tmp_path, monkeypatch):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")

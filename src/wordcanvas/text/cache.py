@@ -13,7 +13,6 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from safetensors.torch import load_file, save
 
 from wordcanvas import assets
 from wordcanvas.text.base import TextEmbedding, TextEncoder, validate_prompt
+from wordcanvas.utils.io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -106,16 +106,7 @@ class EmbeddingCache:
         tokens, pooled = tokens.detach().cpu().clone(), pooled.detach().cpu().clone()
         key = text_key(text)
         data = save({"tokens": tokens, "pooled": pooled}, metadata={"checksum": _checksum(tokens, pooled)})
-        path = self.path(key)
-        path.parent.mkdir(exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:8]}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(self.path(key), data, fsync=False)  # a lost entry is only recomputed
         self.counts["writes"] += 1
         self._remember(key, (tokens, pooled))
         return tokens, pooled

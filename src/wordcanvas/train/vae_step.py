@@ -142,7 +142,8 @@ class VAEFamily:
         loss = -log_px.mean() + beta * kl_penalised
         neg_elbo = -(log_px - kl.sum(1)).mean().detach()
         stats.update(loss_nelbo=neg_elbo, recon_nats=-log_px.mean().detach(), kl=kl_dims.sum().detach(),
-                     active_dims=(kl_dims > 0.01).float().sum().detach(), beta=torch.tensor(beta))
+                     active_dims=(kl_dims > 0.01).float().sum().detach(),
+                     beta=torch.tensor(float(beta), device=neg_elbo.device))  # on the step's device, as the loop wants
         if vae.config.likelihood != "bernoulli":
             stats["bpd"] = bits_per_dim(neg_elbo, self.dims)
         need_image = self.vgg is not None or self.D is not None
