@@ -60,6 +60,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--auto-shares", dest="auto_shares", default="",
                    help="comma list: also a row 'auto (share q)' per GAN method and value, the editor's "
                         "strength='auto' (its discriminator picks strength and local blend per image) with that bar")
+    p.add_argument("--residuals", default="0",
+                   help="comma list of detail-transfer shares (Editor.with_residual; 0 = off): every row for each")
     p.add_argument("--start", type=int, default=0,
                    help="edit the held-out renders from this index on (e.g. 504: faces no earlier run tuned on)")
     p.add_argument("--tuned-on", dest="tuned_on", type=int, default=0,
@@ -222,23 +224,27 @@ def main(argv=None) -> int:
               for b in (t.strip() for t in args.local_blends.split(",")) if b}
     vae_strengths = [float(a) for a in args.vae_strengths.split(",") if a.strip()]
     shares = [float(q) for q in args.auto_shares.split(",") if q.strip()]
+    residuals = [float(r) for r in args.residuals.split(",") if r.strip()]
     results = {"command": command_line(), "machine": machine_info(threads=args.threads),
                "settings": {"n": args.n, "gan_steps": args.gan_steps, "lpips_weight": args.lpips_weight,
                             "mention": args.mention, "start": args.start, "gan_offset_weights": offset_weights,
                             "gan_style_weights": args.gan_style_weights,
                             "strengths": strengths, "vae_strengths": vae_strengths, "local_blends": list(blends.values()),
-                            "auto_shares": shares, "tuned_on": args.tuned_on,
+                            "auto_shares": shares, "residuals": residuals, "tuned_on": args.tuned_on,
                             "seed": args.seed, "models": {"vae": args.vae, "gan": args.gan}}, "methods": {}}
     examples = []
     for base, (editor, extra) in methods.items():
         # one inversion per image serves every strength and blend: only the regeneration differs
         variants = {}
-        for a in (strengths if base != "vae" else vae_strengths):
-            for label, blend in blends.items():
-                variants[", ".join([base] + ([f"strength {a:g}"] if a != 1 else []) + ([label] if label else []))] = (a, blend)
-        if base != "vae":
-            variants.update({f"{base}, auto (share {q:g})": ("auto", q) for q in shares})
-        chosen = {name: [] for name, (a, _) in variants.items() if a == "auto"}
+        for r in residuals:
+            tail = [f"residual {r:g}"] if r else []
+            for a in (strengths if base != "vae" else vae_strengths):
+                for label, blend in blends.items():
+                    variants[", ".join([base] + ([f"strength {a:g}"] if a != 1 else []) + ([label] if label else [])
+                                       + tail)] = (a, blend, r)
+            if base != "vae":
+                variants.update({", ".join([f"{base}, auto (share {q:g})"] + tail): ("auto", q, r) for q in shares})
+        chosen = {name: [] for name, (a, _, _) in variants.items() if a == "auto"}
         faces, edits = plan_edits(args.n, args.seed, editor.resolution, args.mention, args.start)
         inversion_s, regen_s = 0.0, dict.fromkeys(variants, 0.0)
         outs, sources = {name: [] for name in variants}, []
@@ -250,25 +256,27 @@ def main(argv=None) -> int:
             t0 = time.time()
             latents = editor.latents(x, source, steps=args.gan_steps, seed=args.seed, **weights, **extra)
             inversion_s += time.time() - t0
-            edited, changes, ladder = {}, {}, None
-            for name, (a, blend) in variants.items():
+            edited, changes, ladders = {}, {}, {}
+            for name, (a, blend, r) in variants.items():
                 t0 = time.time()
                 if a == "auto":  # Editor.edit_latents(strength="auto"), its candidates shared by the shares
-                    if ladder is None:
-                        ladder = editor.edit_ladder(latents, target, source, x, seed=args.seed)
+                    if r not in ladders:
+                        ladders[r] = editor.edit_ladder(latents, target, source, x, seed=args.seed, residual=r)
                         for other in chosen:  # every share row would pay for the candidates alone
-                            regen_s[other] += time.time() - t0
+                            if variants[other][2] == r:
+                                regen_s[other] += time.time() - t0
                         t0 = time.time()
-                    y, settings = editor.pick(ladder, blend)
+                    y, settings = editor.pick(ladders[r], blend)
                     chosen[name] += settings
                     outs[name].append(y.cpu())
                     regen_s[name] += time.time() - t0
                     continue
-                if a not in edited:  # Editor.edit_latents with local_blend, its two halves shared by the rows
-                    edited[a] = editor.edit_latents(latents, target, source, a)
+                if (a, r) not in edited:  # Editor.edit_latents with local_blend, its two halves shared by the rows
+                    edited[a, r] = editor.edit_latents(latents, target, source, a, images=x, residual=r)
                 if blend is not None and a not in changes:
                     changes[a] = editor.change_map(source, target, a, seed=args.seed)
-                y = edited[a] if blend is None else blend_edit(x.to(edited[a].device), edited[a], changes[a], blend)
+                y = edited[a, r] if blend is None else blend_edit(x.to(edited[a, r].device), edited[a, r], changes[a],
+                                                                  blend)
                 outs[name].append(y.cpu())
                 regen_s[name] += time.time() - t0
             sources.append(x)
@@ -322,7 +330,9 @@ def main(argv=None) -> int:
             "the source's pixels kept where the caption change does not act (wordcanvas.edit.blend_edit, threshold t). "
             "auto (share q): per image, the candidate edit (strengths x local blends, wordcanvas.edit.AUTO_STRENGTHS, "
             "AUTO_BLENDS) with the least LPIPS to the source among those whose match to the target, judged by the "
-            "model's own discriminator, reaches q of that image's range (wordcanvas.edit.pick_least_change).", ""]
+            "model's own discriminator, reaches q of that image's range (wordcanvas.edit.pick_least_change). "
+            "residual r: r x (source - its reconstruction) added to every candidate (wordcanvas.edit.Editor."
+            "with_residual).", ""]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "README.md").write_text("\n".join(text))
     if examples:

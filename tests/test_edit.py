@@ -337,3 +337,27 @@ def test_local_blend_keeps_the_source_where_the_caption_does_not_act(gan_editor)
         blend_edit(source, edited, ramp[..., :2])
     with pytest.raises(ValueError, match="source images"):
         editor.edit_latents(editor.latents(images, captions, **brief), captions, captions, local_blend=0.35)
+
+
+def test_residual_puts_back_what_the_inversion_lost(gan_editor):
+    """with_residual: edited + r x (source - reconstruction). At r = 1 an unchanged caption returns the source
+    itself (not the model's version); a changed caption moves it exactly as much as the plain edit moves the
+    reconstruction (before clamping); the automatic strength works on top of it."""
+    captions = ["a red square", "a blue block"]
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(5)) * 1.6 - 0.8  # not the model's own
+    brief = dict(steps=3, candidates=2, offset_weight=0.1)
+    latents = gan_editor.latents(images, captions, **brief)
+    recon = gan_editor.edit_latents(latents, captions, captions, strength=1.0)
+    assert not torch.allclose(recon, images, atol=0.05)  # the inversion loses detail
+    kept = gan_editor.edit_latents(latents, captions, captions, strength=1.0, images=images, residual=1.0)
+    torch.testing.assert_close(kept, images, atol=1e-6, rtol=0)
+    target = ["a yellow square", "a blue block"]
+    plain = gan_editor.edit_latents(latents, target, captions, strength=1.0)
+    half = gan_editor.edit_latents(latents, target, captions, strength=1.0, images=images, residual=0.5)
+    torch.testing.assert_close(half, (plain + 0.5 * (images - recon)).clamp(-1, 1), atol=1e-6, rtol=0)
+    assert torch.equal(gan_editor.edit_latents(latents, target, captions, strength=1.0, images=images, residual=0.0),
+                       plain)
+    with pytest.raises(ValueError, match="residual must be in"):
+        gan_editor.edit_latents(latents, target, captions, strength=1.0, images=images, residual=1.5)
+    with pytest.raises(ValueError, match="source images"):
+        gan_editor.edit_latents(latents, target, captions, strength=1.0, residual=1.0)

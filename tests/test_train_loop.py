@@ -482,6 +482,12 @@ def test_cli_train_then_generate(tmp_path, monkeypatch, capsys):
     assert main(["edit", str(folder / "00.png"), "--text", data.captions(0)[0], *common[3:], "--local-blend", "0.35",
                  "--out", str(unchanged)]) == 0
     assert pixels(unchanged) == pixels(folder / "00.png") != pixels(default)
+    # so does the whole residual (the image minus its reconstruction) added back to an unchanged caption
+    kept = tmp_path / "kept.png"
+    assert main(["edit", str(folder / "00.png"), "--text", data.captions(0)[0], *common[3:], "--residual", "1",
+                 "--out", str(kept)]) == 0
+    assert pixels(kept) == pixels(folder / "00.png")
+    assert float(Image.open(kept).text["residual"]) == 1.0
     # the discriminator (no contrastive head: its conditional logits) chooses strength and blend
     auto = tmp_path / "auto.png"
     assert main(["edit", *common, "--strength", "auto", "--out", str(auto)]) == 0

@@ -373,20 +373,22 @@ class Editor:
 
     def edit(self, images: torch.Tensor, target: str | list[str], source: str | list[str] | None = None,
              steps: int = 300, seed: int = 0, strength: float | str | None = None, local_blend: float | None = None,
-             **inversion) -> torch.Tensor:
+             residual: float = 0.0, **inversion) -> torch.Tensor:
         """Images changed to match `target` caption(s): latents under the source caption(s), decoded
         with the target. `strength` scales the caption change in pooled-embedding space (1: the
         target's embedding; above 1: the change pushed further; default 1.5 for a GAN, 1 for a VAE).
         `local_blend` (a threshold, e.g. 0.2; None: off) keeps the source's pixels wherever the
         caption change does not act (blend_edit, change_map). strength="auto" (a GAN saved with its
         discriminator): per image, the least change its discriminator judges a good enough match
-        (edit_ladder, pick_least_change). Deterministic for given inputs and seed."""
+        (edit_ladder, pick_least_change). `residual` (0 to 1; 0: off) adds back that share of what the
+        inversion could not reproduce, source minus its reconstruction (`with_residual`). Deterministic for
+        given inputs and seed."""
         images = self._check(images)
         if strength == "auto":
             self.judge  # noqa: B018 (refuse before the inversion if there is none)
         source = self.source_captions(images, source, seed)
         return self.edit_latents(self.latents(images, source, steps, seed, **inversion), target, source, strength,
-                                 local_blend=local_blend, images=images, seed=seed)
+                                 local_blend=local_blend, images=images, seed=seed, residual=residual)
 
     @property
     def judge(self):
@@ -427,17 +429,21 @@ class Editor:
 
     @torch.no_grad()
     def edit_ladder(self, latents, target: str | list[str], source: list[str], images: torch.Tensor,
-                    strengths=AUTO_STRENGTHS, blends=AUTO_BLENDS, seed: int = 0) -> dict:
+                    strengths=AUTO_STRENGTHS, blends=AUTO_BLENDS, seed: int = 0, residual: float = 0.0) -> dict:
         """Every (strength, local blend) candidate edit of the inverted images: {"settings": [(strength,
         blend)], "images": (C, N, ...), "match": (C, N) judged match to the target (`match`), "lpips":
         (C, N) LPIPS to the source, "change": (C, N) LPIPS plus the judge's distance to the source
-        (`_judged_distance`)}. `pick_least_change` chooses among them by match and change."""
+        (`_judged_distance`)}. `pick_least_change` chooses among them by match and change. `residual`: as
+        in `with_residual`, applied to every candidate before its blend."""
         images = self._check(images)
+        lost = self.inversion_residual(latents, source, images) if residual else None
         pooled = self.text_embeddings(target, len(images)).pooled, self.text_embeddings(source, len(images)).pooled  # once for all
         source_features = self.judge.features(images)
         settings, outs, match, lpips, judged = [], [], [], [], []
         for strength in strengths:
             edited = self.edit_latents(latents, target, source, strength)
+            if lost is not None:
+                edited = (edited + residual * lost).clamp(-1, 1)
             where = self.change_map(source, target, strength, seed=seed) if any(b is not None for b in blends) else None
             for blend in blends:
                 y = edited if blend is None else blend_edit(images, edited, where, blend)
@@ -465,8 +471,8 @@ class Editor:
         return GAN_EDIT_DEFAULTS["strength"] if self.family == "gan" else 1.0
 
     def edit_latents(self, latents, target: str | list[str], source: list[str], strength: float | str | None = None,
-                     local_blend: float | None = None, images: torch.Tensor | None = None, seed: int = 0
-                     ) -> torch.Tensor:
+                     local_blend: float | None = None, images: torch.Tensor | None = None, seed: int = 0,
+                     residual: float = 0.0) -> torch.Tensor:
         """The second half of `edit`, for latents from `latents(images, source)`: one inversion can
         serve several targets, strengths or blends (a local blend and strength="auto" need the source
         `images`)."""
@@ -475,16 +481,35 @@ class Editor:
                 raise ValueError("strength='auto' chooses the local blend itself; leave local_blend unset")
             if images is None:
                 raise ValueError("strength='auto' needs the source images")
-            return self.pick(self.edit_ladder(latents, target, source, images, seed=seed))[0]
+            return self.pick(self.edit_ladder(latents, target, source, images, seed=seed, residual=residual))[0]
         strength = self._strength(strength)
         z = latents[0] if isinstance(latents, tuple) else latents
         edited = self._regenerate(latents, target, len(z), source, strength)
+        if residual:
+            if images is None:
+                raise ValueError("a residual needs the source images")
+            edited = self.with_residual(edited, latents, source, images, residual)
         if local_blend is None:
             return edited
         if images is None:
             raise ValueError("a local blend needs the source images")
         return blend_edit(self._check(images), edited, self.change_map(source, target, strength, seed=seed),
                           local_blend)
+
+    @torch.no_grad()
+    def inversion_residual(self, latents, source: list[str], images: torch.Tensor) -> torch.Tensor:
+        """Source images minus their reconstruction from `latents`: the detail the inversion lost."""
+        z = latents[0] if isinstance(latents, tuple) else latents
+        return self._check(images).to(z.device) - self._regenerate(latents, source, len(z))
+
+    def with_residual(self, edited: torch.Tensor, latents, source: list[str], images: torch.Tensor,
+                      residual: float = 1.0) -> torch.Tensor:
+        """Detail transfer: edited + residual x (source - reconstruction), clamped. With residual 1 an edit
+        that changes nothing returns the source exactly; the edit's own change rides on top (the residual
+        idea of high-fidelity GAN inversion, without a learned alignment)."""
+        if not 0.0 <= residual <= 1.0:
+            raise ValueError(f"residual must be in [0, 1], got {residual}")
+        return (edited + residual * self.inversion_residual(latents, source, images)).clamp(-1, 1)
 
     @torch.no_grad()
     def change_map(self, source: str | list[str], target: str | list[str], strength: float | None = None,

@@ -46,6 +46,9 @@ def add_edit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--local-blend", dest="local_blend", type=float, metavar="THRESHOLD",
                    help="keep the source image's pixels wherever the caption change does not act (its mean effect "
                         "over many latents, below THRESHOLD of its peak fades to the source; 0.2 is a good start)")
+    p.add_argument("--residual", type=float, default=0.0, metavar="SHARE",
+                   help="add back this share (0-1) of the detail the model could not reproduce (the image minus "
+                        "its reconstruction): keeps more of the original; above 0.5 it starts to undo the edit")
 
 
 def _strength(text: str) -> float | str:
@@ -112,9 +115,9 @@ def run_edit(args: argparse.Namespace) -> int:
     editor, image = _setup(args)
     source = editor.source_captions(image, args.source_caption, args.seed)[0]
     result = editor.edit(image, args.text, source, steps=args.steps, seed=args.seed, strength=args.strength,
-                         local_blend=args.local_blend, **_inversion(args))
+                         local_blend=args.local_blend, residual=args.residual, **_inversion(args))
     _save(args, image, result, {"prompt": args.text, "source_caption": source, "model": str(args.model),
-                                "source": str(args.image)})
+                                "source": str(args.image), "residual": args.residual})
     return 0
 
 

@@ -556,7 +556,7 @@ def create_app(models, *, limits: Limits | None = None, backend: str = "torch", 
         return await run_in_threadpool(png_response, out)
 
     @app.post("/v1/edit", summary="edit an uploaded image with text (multipart: image, text, source, model, seed, "
-                                   "local_blend, strength)",
+                                   "local_blend, strength, residual)",
               openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
                   "type": "object", "required": ["image", "text"], "properties": {
                       "image": {"type": "string", "format": "binary"},
@@ -569,7 +569,10 @@ def create_app(models, *, limits: Limits | None = None, backend: str = "torch", 
                                                      "act (threshold; 0.2 is a good start); off when absent"},
                       "strength": {"type": "string", "description": "how far to push the caption change: a number "
                                    "in (0, 5] or 'auto' (a GAN's discriminator picks strength and blend per image); "
-                                   "the model's default when absent"}}}}}}},
+                                   "the model's default when absent"},
+                      "residual": {"type": "number", "minimum": 0.0, "maximum": 1.0, "default": 0.0,
+                                   "description": "share of the detail the model could not reproduce (upload minus "
+                                                  "its reconstruction) added back to the result"}}}}}}},
               responses={200: {"content": {"image/png": {}}}, **error_responses(404, 413, 415, 422, 501)})
     async def edit(request: Request):
         form = await _form(request)
@@ -584,6 +587,7 @@ def create_app(models, *, limits: Limits | None = None, backend: str = "torch", 
         strength = form.get("strength")
         if strength != "auto":
             strength = _form_value(form, "strength", float, None, low=0.01, high=5.0)
+        residual = _form_value(form, "residual", float, 0.0, low=0.0, high=1.0)
         if strength == "auto" and local_blend is not None:
             raise _error(422, "strength 'auto' chooses the local blend itself: leave local_blend out")
         model = form.get("model") if isinstance(form.get("model"), str) and form.get("model") else None
@@ -591,7 +595,7 @@ def create_app(models, *, limits: Limits | None = None, backend: str = "torch", 
         image = await _upload(form, "image", limits)
         editor = await on_torch_thread(_editor_for, pipe)
         out = await on_torch_thread(_run_edit, editor, pipe, image, target, source, seed, limits.edit_steps,
-                                    local_blend, strength)
+                                    local_blend, strength, residual)
         from wordcanvas.utils.io import tensor_to_pil
 
         return await run_in_threadpool(png_response, tensor_to_pil(out[0]), **{"X-Model": name})
@@ -618,7 +622,7 @@ def _editor_for(pipe):
 
 
 def _run_edit(editor, pipe, image: Image.Image, target: str, source: str | None, seed: int, steps: int,
-              local_blend: float | None = None, strength: float | str | None = None):
+              local_blend: float | None = None, strength: float | str | None = None, residual: float = 0.0):
     import numpy as np
     import torch
     import torch.nn.functional as F
@@ -632,6 +636,6 @@ def _run_edit(editor, pipe, image: Image.Image, target: str, source: str | None,
         x = F.interpolate(x, size=(pipe.resolution,) * 2, mode="bilinear", antialias=True, align_corners=False)
     try:
         return editor.edit(x.clamp(-1, 1), target, source=source, seed=seed, steps=steps,
-                           local_blend=local_blend, strength=strength).cpu()
+                           local_blend=local_blend, strength=strength, residual=residual).cpu()
     except ValueError as e:  # e.g. no source caption and no probe to describe the image
         raise _error(422, str(e)) from None
