@@ -361,3 +361,5 @@ def test_residual_puts_back_what_the_inversion_lost(gan_editor):
         gan_editor.edit_latents(latents, target, captions, strength=1.0, images=images, residual=1.5)
     with pytest.raises(ValueError, match="source images"):
         gan_editor.edit_latents(latents, target, captions, strength=1.0, residual=1.0)
+    with pytest.raises(ValueError, match="residual must be in"):  # the automatic strength checks it too
+        gan_editor.edit_ladder(latents, target, captions, images, residual=float("nan"))

@@ -71,6 +71,13 @@ def pick_least_change(match: torch.Tensor, change: torch.Tensor, share: float = 
     return torch.where(good, change, torch.inf).argmin(0)
 
 
+def check_residual(residual: float) -> float:
+    """The share of the inversion's residual to add back (Editor.with_residual), refused outside [0, 1]."""
+    if not 0.0 <= residual <= 1.0:  # also refuses NaN
+        raise ValueError(f"residual must be in [0, 1], got {residual}")
+    return residual
+
+
 def blend_edit(images: torch.Tensor, edited: torch.Tensor, change: torch.Tensor, threshold: float = 0.35
                ) -> torch.Tensor:
     """Local blending: the edited image where the caption change acts, the source image elsewhere,
@@ -436,7 +443,7 @@ class Editor:
         (`_judged_distance`)}. `pick_least_change` chooses among them by match and change. `residual`: as
         in `with_residual`, applied to every candidate before its blend."""
         images = self._check(images)
-        lost = self.inversion_residual(latents, source, images) if residual else None
+        lost = self.inversion_residual(latents, source, images) if check_residual(residual) else None
         pooled = self.text_embeddings(target, len(images)).pooled, self.text_embeddings(source, len(images)).pooled  # once for all
         source_features = self.judge.features(images)
         settings, outs, match, lpips, judged = [], [], [], [], []
@@ -507,8 +514,7 @@ class Editor:
         """Detail transfer: edited + residual x (source - reconstruction), clamped. With residual 1 an edit
         that changes nothing returns the source exactly; the edit's own change rides on top (the residual
         idea of high-fidelity GAN inversion, without a learned alignment)."""
-        if not 0.0 <= residual <= 1.0:
-            raise ValueError(f"residual must be in [0, 1], got {residual}")
+        check_residual(residual)
         return (edited + residual * self.inversion_residual(latents, source, images)).clamp(-1, 1)
 
     @torch.no_grad()
