@@ -11,7 +11,7 @@ import torch
 
 from test_contrastive import canonical
 from test_train_loop import NAMES, ColourSquares, HashEncoder, tiny_config
-from wordcanvas.edit import AUTO_SHARE, Editor, pick_least_change
+from wordcanvas.edit import AUTO_RESIDUAL, AUTO_SHARE, Editor, pick_least_change
 from wordcanvas.generate import TextToImage
 from wordcanvas.train import train
 
@@ -72,8 +72,8 @@ def test_auto_edit_is_the_least_change_the_judge_accepts(judged_run):
     assert auto.shape == images.shape and torch.equal(auto, editor.edit(images, target, source, steps=5,
                                                                         strength="auto"))
     latents = editor.latents(images, source, steps=5)
-    ladder = editor.edit_ladder(latents, target, source, images)
-    assert len(ladder["settings"]) == ladder["images"].shape[0] == 30
+    ladder = editor.edit_ladder(latents, target, source, images, residual=AUTO_RESIDUAL)  # as "auto" builds it
+    assert AUTO_RESIDUAL > 0 and len(ladder["settings"]) == ladder["images"].shape[0] == 30
     match, change = ladder["match"], ladder["change"]
     for j in range(len(images)):  # written out: which candidate reaches the bar with the least change
         low, high = match[:, j].min(), match[:, j].max()  # the bar in the table's own float32
@@ -83,7 +83,8 @@ def test_auto_edit_is_the_least_change_the_judge_accepts(judged_run):
     # each candidate's match and change are what the editor measures on that image alone
     i = 7
     strength, blend = ladder["settings"][i]
-    alone = editor.edit_latents(latents, target, source, strength, local_blend=blend, images=images)
+    alone = editor.edit_latents(latents, target, source, strength, local_blend=blend, images=images,
+                                residual=AUTO_RESIDUAL)
     assert torch.equal(alone, ladder["images"][i])
     assert torch.allclose(ladder["lpips"][i], editor.lpips_distance(alone, images))
     # the change adds what the judge sees: 1 - cosine of the two images in its contrastive image space

@@ -22,7 +22,9 @@ per image, among a ladder of strengths and local blends (`edit_ladder`): the can
 the source least among those it judges to match the edited caption well enough
 (`pick_least_change`), as a generate-then-rerank step with the model's own image-text judge. The
 change is LPIPS plus the distance the judge itself sees (1 - cosine of the two images in its
-contrastive image space): LPIPS alone misses a changed attribute that moves few pixels.
+contrastive image space): LPIPS alone misses a changed attribute that moves few pixels. Every
+candidate carries AUTO_RESIDUAL of the detail the inversion lost (`with_residual`), which keeps more of
+the source at equal success (docs/edit_toy-faces, "Residual detail transfer").
 GAN editing defaults (GAN_EDIT_DEFAULTS): offset weight 0.1, style weight 0.001 (where the generator
 has conditional affine layers), LPIPS weight 0.3, strength 1.5, the best trade-off measured on 504
 toy-face edits (docs/edit_toy-faces); style_weight=None leaves the styles out, offset_weight=None
@@ -49,10 +51,12 @@ EDITABLE_FAMILIES = ("vae", "gan")
 # GAN inversion and edit settings when the caller gives none (benchmarks/edit.py measured them)
 GAN_EDIT_DEFAULTS = {"offset_weight": 0.1, "style_weight": 0.001, "lpips_weight": 0.3, "strength": 1.5}
 # strength="auto": the candidates the judge chooses among, and how much of each image's range of
-# judged match a candidate must reach (docs/edit_toy-faces, "Automatic strength")
+# judged match a candidate must reach, and the share of the inversion's residual each candidate
+# carries (docs/edit_toy-faces, "Automatic strength" and "Residual detail transfer")
 AUTO_STRENGTHS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 AUTO_BLENDS = (1.0, 0.75, 0.5, 0.35, None)
-AUTO_SHARE = 0.55
+AUTO_SHARE = 0.6
+AUTO_RESIDUAL = 0.25
 
 
 def pick_least_change(match: torch.Tensor, change: torch.Tensor, share: float = AUTO_SHARE) -> torch.Tensor:
@@ -380,7 +384,7 @@ class Editor:
 
     def edit(self, images: torch.Tensor, target: str | list[str], source: str | list[str] | None = None,
              steps: int = 300, seed: int = 0, strength: float | str | None = None, local_blend: float | None = None,
-             residual: float = 0.0, **inversion) -> torch.Tensor:
+             residual: float | None = None, **inversion) -> torch.Tensor:
         """Images changed to match `target` caption(s): latents under the source caption(s), decoded
         with the target. `strength` scales the caption change in pooled-embedding space (1: the
         target's embedding; above 1: the change pushed further; default 1.5 for a GAN, 1 for a VAE).
@@ -388,8 +392,8 @@ class Editor:
         caption change does not act (blend_edit, change_map). strength="auto" (a GAN saved with its
         discriminator): per image, the least change its discriminator judges a good enough match
         (edit_ladder, pick_least_change). `residual` (0 to 1; 0: off) adds back that share of what the
-        inversion could not reproduce, source minus its reconstruction (`with_residual`). Deterministic for
-        given inputs and seed."""
+        inversion could not reproduce, source minus its reconstruction (`with_residual`); by default
+        AUTO_RESIDUAL with strength="auto", else 0. Deterministic for given inputs and seed."""
         images = self._check(images)
         if strength == "auto":
             self.judge  # noqa: B018 (refuse before the inversion if there is none)
@@ -479,10 +483,12 @@ class Editor:
 
     def edit_latents(self, latents, target: str | list[str], source: list[str], strength: float | str | None = None,
                      local_blend: float | None = None, images: torch.Tensor | None = None, seed: int = 0,
-                     residual: float = 0.0) -> torch.Tensor:
+                     residual: float | None = None) -> torch.Tensor:
         """The second half of `edit`, for latents from `latents(images, source)`: one inversion can
         serve several targets, strengths or blends (a local blend and strength="auto" need the source
         `images`)."""
+        if residual is None:
+            residual = AUTO_RESIDUAL if strength == "auto" else 0.0
         if strength == "auto":
             if local_blend is not None:
                 raise ValueError("strength='auto' chooses the local blend itself; leave local_blend unset")

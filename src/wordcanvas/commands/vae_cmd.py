@@ -46,9 +46,10 @@ def add_edit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--local-blend", dest="local_blend", type=float, metavar="THRESHOLD",
                    help="keep the source image's pixels wherever the caption change does not act (its mean effect "
                         "over many latents, below THRESHOLD of its peak fades to the source; 0.2 is a good start)")
-    p.add_argument("--residual", type=float, default=0.0, metavar="SHARE",
+    p.add_argument("--residual", type=float, metavar="SHARE",
                    help="add back this share (0-1) of the detail the model could not reproduce (the image minus "
-                        "its reconstruction): keeps more of the original; above 0.5 it starts to undo the edit")
+                        "its reconstruction): keeps more of the original; above 0.5 it starts to undo the edit "
+                        "(default: 0.25 with --strength auto, else 0)")
 
 
 def _strength(text: str) -> float | str:

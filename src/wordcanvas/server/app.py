@@ -570,9 +570,10 @@ def create_app(models, *, limits: Limits | None = None, backend: str = "torch", 
                       "strength": {"type": "string", "description": "how far to push the caption change: a number "
                                    "in (0, 5] or 'auto' (a GAN's discriminator picks strength and blend per image); "
                                    "the model's default when absent"},
-                      "residual": {"type": "number", "minimum": 0.0, "maximum": 1.0, "default": 0.0,
+                      "residual": {"type": "number", "minimum": 0.0, "maximum": 1.0,
                                    "description": "share of the detail the model could not reproduce (upload minus "
-                                                  "its reconstruction) added back to the result"}}}}}}},
+                                                  "its reconstruction) added back to the result; when absent "
+                                                  "0.25 with strength 'auto', else 0"}}}}}}},
               responses={200: {"content": {"image/png": {}}}, **error_responses(404, 413, 415, 422, 501)})
     async def edit(request: Request):
         form = await _form(request)
@@ -587,7 +588,7 @@ def create_app(models, *, limits: Limits | None = None, backend: str = "torch", 
         strength = form.get("strength")
         if strength != "auto":
             strength = _form_value(form, "strength", float, None, low=0.01, high=5.0)
-        residual = _form_value(form, "residual", float, 0.0, low=0.0, high=1.0)
+        residual = _form_value(form, "residual", float, None, low=0.0, high=1.0)
         if strength == "auto" and local_blend is not None:
             raise _error(422, "strength 'auto' chooses the local blend itself: leave local_blend out")
         model = form.get("model") if isinstance(form.get("model"), str) and form.get("model") else None
@@ -622,7 +623,7 @@ def _editor_for(pipe):
 
 
 def _run_edit(editor, pipe, image: Image.Image, target: str, source: str | None, seed: int, steps: int,
-              local_blend: float | None = None, strength: float | str | None = None, residual: float = 0.0):
+              local_blend: float | None = None, strength: float | str | None = None, residual: float | None = None):
     import numpy as np
     import torch
     import torch.nn.functional as F
