@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import time
 from pathlib import Path
 
 import torch
+from _common import command_line, summarize_ms, write_json
 
 from wordcanvas.generate import load_generator
 from wordcanvas.sr import Upscaler
@@ -29,7 +29,7 @@ WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "wordcanvas" / "weights"
 
 
 def timed(fn, device: torch.device, repeats: int, warmup: int = 5) -> list[float]:
-    """Milliseconds per call of fn(), each call synchronised."""
+    """Seconds per call of fn(), each call synchronised."""
     for _ in range(warmup):
         fn()
     out = []
@@ -40,11 +40,11 @@ def timed(fn, device: torch.device, repeats: int, warmup: int = 5) -> list[float
             fn()
             end.record()
             torch.cuda.synchronize()
-            out.append(start.elapsed_time(end))
+            out.append(start.elapsed_time(end) / 1000)
         else:
             t0 = time.perf_counter()
             fn()
-            out.append((time.perf_counter() - t0) * 1000)
+            out.append(time.perf_counter() - t0)
     return out
 
 
@@ -88,20 +88,17 @@ def main() -> None:
                     with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16,
                                                                 enabled=precision == "bf16"):
                         fn()
-                ms = sorted(timed(call, device, args.repeats))
-                median = statistics.median(ms)
+                t = summarize_ms(timed(call, device, args.repeats))
                 rows.append({"network": what, "shape": shape, "params": params, "batch": batch,
-                             "precision": precision, "median_ms": round(median, 3),
-                             "p90_ms": round(ms[int(0.9 * (len(ms) - 1))], 3),
-                             "images_per_s": round(batch / median * 1000, 1), "calls": len(ms)})
+                             "precision": precision, "median_ms": t["median_ms"], "p90_ms": t["p90_ms"],
+                             "images_per_s": round(batch / t["median_ms"] * 1000, 1), "calls": t["calls"]})
                 print(json.dumps(rows[-1]), flush=True)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
     meta = {"device": name, "torch": torch.__version__, "threads": args.threads, "date": time.strftime("%Y-%m-%d"),
-            "command": f"python benchmarks/gpu_speed.py --device {args.device} --batches {args.batches} "
-                       f"--repeats {args.repeats}"}
+            "command": command_line()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "gpu_speed.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+    write_json(out / "gpu_speed.json", {"meta": meta, "rows": rows})
     lines = [f"# Inference speed on {name}", "",
              f"`{meta['command']}` ({meta['date']}, torch {meta['torch']}). Networks alone, inputs already on the "
              "device, text encoding not counted; median and p90 of synchronised calls after 5 warm-up calls.", "",

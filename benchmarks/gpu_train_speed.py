@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from _common import command_line, write_json
+
 CASES = {  # name -> wordcanvas train arguments
     "gan64": ["gan", "--config", "configs/gan_toy-faces.json", "--encoder", "trainable", "--res", "64", "--batch", "32",
               "--steps", "160"],
@@ -76,8 +78,8 @@ def main() -> None:
     rows = [summarize(f) for f in folders]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"device": name or "?", "date": time.strftime("%Y-%m-%d"), "command": " ".join(["python"] + sys.argv)}
-    (out / "gpu_train_speed.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+    meta = {"device": name or "?", "date": time.strftime("%Y-%m-%d"), "command": command_line()}
+    write_json(out / "gpu_train_speed.json", {"meta": meta, "rows": rows})
     lines = [f"# Training throughput on {meta['device']}", "",
              "Images (or HR patches) per second of the real training loop (`wordcanvas train`, bf16 autocast on "
              "CUDA), median over its log records after the first; see benchmarks/gpu_train_speed.py.", "",

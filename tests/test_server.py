@@ -200,22 +200,16 @@ def test_edit_endpoint(client):
     r = client.post("/v1/edit", data={"text": ""}, files=files)
     assert r.status_code == 422
     # a local blend with the upload's own caption as the target gives the upload back (resized to the model's size)
-    r = client.post("/v1/edit", data={"text": "a red square", "source": "a red square", "local_blend": "0.2"},
-                    files=files)
-    assert r.status_code == 200, r.text
-    assert set(Image.open(io.BytesIO(r.content)).convert("RGB").getdata()) == {(220, 20, 20)}
-    for bad in ("0", "nan", "2", "much"):
-        r = client.post("/v1/edit", data={"text": "a blue square", "source": "a red square", "local_blend": bad},
-                        files=files)
-        assert r.status_code == 422 and "local_blend" in r.text, (bad, r.text)
-    # with all of the lost detail added back, an unchanged caption gives the upload back too
-    r = client.post("/v1/edit", data={"text": "a red square", "source": "a red square", "residual": "1"}, files=files)
-    assert r.status_code == 200, r.text
-    assert set(Image.open(io.BytesIO(r.content)).convert("RGB").getdata()) == {(220, 20, 20)}
-    for bad in ("-0.1", "1.5", "nan", "much"):
-        r = client.post("/v1/edit", data={"text": "a blue square", "source": "a red square", "residual": bad},
-                        files=files)
-        assert r.status_code == 422 and "residual" in r.text, (bad, r.text)
+    # and so does all of the lost detail added back (residual 1); out-of-range values are refused by name
+    for field, keep, bads in (("local_blend", "0.2", ("0", "nan", "2", "much")),
+                              ("residual", "1", ("-0.1", "1.5", "nan", "much"))):
+        r = client.post("/v1/edit", data={"text": "a red square", "source": "a red square", field: keep}, files=files)
+        assert r.status_code == 200, (field, r.text)
+        assert set(Image.open(io.BytesIO(r.content)).convert("RGB").getdata()) == {(220, 20, 20)}
+        for bad in bads:
+            r = client.post("/v1/edit", data={"text": "a blue square", "source": "a red square", field: bad},
+                            files=files)
+            assert r.status_code == 422 and field in r.text, (field, bad, r.text)
     # the run's discriminator picks strength and blend
     r = client.post("/v1/edit", data={"text": "a blue square", "source": "a red square", "strength": "auto"},
                     files=files)
