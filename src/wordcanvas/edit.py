@@ -395,6 +395,8 @@ class Editor:
         inversion could not reproduce, source minus its reconstruction (`with_residual`); by default
         AUTO_RESIDUAL with strength="auto", else 0. Deterministic for given inputs and seed."""
         images = self._check(images)
+        if residual is not None:
+            check_residual(residual)  # refuse before the inversion, not after it
         if strength == "auto":
             self.judge  # noqa: B018 (refuse before the inversion if there is none)
         source = self.source_captions(images, source, seed)
