@@ -7,7 +7,8 @@ DCGAN transposed convolutions, each followed by conditional BatchNorm driven by 
 times cheaper per image on a CPU than the DF-GAN blocks at 32-64 px.
 Discriminator: residual downsampling (DF-GAN) or plain strided convolutions (DCGAN trunk) to 4x4
 features, then an unconditional realism head and a text-matching head (concatenation as in DF-GAN,
-or a projection inner product).
+or a projection inner product); optional contrastive heads that score every image against every
+caption: one from the pooled caption (sentence) and one from its tokens (word-region).
 """
 from __future__ import annotations
 
@@ -187,9 +188,20 @@ class DiscriminatorConfig:
                                   # loss: each image against every caption of the batch); 0 = no head
     contrastive_pool: str = "mean"  # how the head sees the 4x4 features: "mean" (what is there) or "flatten"
                                     # (what is where: for captions that place things, e.g. captioned MNIST)
+    word_dim: int = 0             # size of the word-region contrastive head (AttnGAN's DAMSM, XMC-GAN's word
+                                  # loss): each caption token attends over the 16 regions of the 4x4 features,
+                                  # which know where they are, so "3" and "left" must find a 3 on the left;
+                                  # 0 = no head
+    word_attention: float = 5.0   # DAMSM gamma1: how sharply each token picks its regions
+    word_pooling: float = 1.0     # DAMSM gamma2: per-token scores pooled by log-sum-exp; large lets the best
+                                  # tokens decide, small makes every token count (DAMSM's 5 often ignored
+                                  # "left"/"right" in the colour-and-side test; 1 never did)
 
     def __post_init__(self):
         check_resolution(self.resolution)
+        if self.word_attention <= 0 or self.word_pooling <= 0:
+            raise ValueError(f"word_attention and word_pooling must be > 0, got {self.word_attention} "
+                             f"and {self.word_pooling}")
         if self.contrastive_pool not in ("mean", "flatten"):
             raise ValueError(f"contrastive_pool must be 'mean' or 'flatten', got {self.contrastive_pool!r}")
         if self.cond_head not in ("concat", "projection"):
@@ -228,6 +240,10 @@ class Discriminator(PretrainedModel):
         if c.contrastive_dim > 0:
             self.contrastive_image = nn.Linear(feat * (16 if c.contrastive_pool == "flatten" else 1), c.contrastive_dim)
             self.contrastive_text = TextProjection(c.text_dim, c.contrastive_dim)
+        if c.word_dim > 0:
+            self.word_regions = nn.Linear(feat, c.word_dim)
+            self.word_positions = nn.Parameter(torch.randn(16, c.word_dim) * 0.02)  # one per 4x4 region
+            self.word_tokens = TextProjection(c.text_dim, c.word_dim)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.from_rgb(images))
@@ -263,6 +279,26 @@ class Discriminator(PretrainedModel):
         image = self.image_embedding(features)
         text = F.normalize(self.contrastive_text(pooled, standardized), dim=1)
         return image @ text.T
+
+    def word_similarity(self, features: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B_images, B_texts) DAMSM matching scores: each real token of caption j attends over image
+        i's regions (softmax of gamma1 x cosine), is scored by the cosine between itself and what it
+        attended to, and the token scores are pooled by log-sum-exp (gamma2). Needs word_dim > 0."""
+        c = self.config
+        if c.word_dim <= 0:
+            raise ValueError("this discriminator has no word-region head (word_dim = 0)")
+        regions = self.word_regions(lrelu(features).flatten(2).transpose(1, 2)) + self.word_positions
+        regions = F.normalize(regions, dim=-1)                                  # (Bi, R, d)
+        words = F.normalize(self.word_tokens(tokens), dim=-1)                   # (Bj, T, d)
+        cos = torch.einsum("jtd,ird->ijtr", words, regions)                     # (Bi, Bj, T, R)
+        attention = torch.softmax(c.word_attention * cos, dim=-1)
+        # cos(token, sum_r a_r v_r) without building the (Bi, Bj, T, d) context: the numerator is
+        # sum_r a_r cos_r, the context's squared norm a^T (V V^T) a
+        gram = regions @ regions.transpose(1, 2)                                # (Bi, R, R)
+        norm_sq = torch.einsum("ijtr,irs,ijts->ijt", attention, gram, attention)
+        score = (attention * cos).sum(-1) / norm_sq.clamp_min(1e-12).sqrt()     # (Bi, Bj, T)
+        score = (c.word_pooling * score).masked_fill(~mask[None].bool(), float("-inf"))
+        return torch.logsumexp(score, dim=-1) / c.word_pooling
 
 
 def minibatch_stddev(x: torch.Tensor, group: int) -> torch.Tensor:

@@ -4,7 +4,8 @@ GANFamily (text-conditioned, DF-GAN style): the discriminator sees (real, matchi
 (real, mismatched text: the batch's captions rolled by one, or with hard_negatives the item's own
 near-miss caption) and (fake, text); losses hinge,
 non-saturating or WGAN; regularisers MA-GP, R1 or WGAN-GP; DiffAugment on every image D sees;
-optional mode-seeking term; optional image-text contrastive terms (XMC-GAN). DCGANFamily: the
+optional mode-seeking term; optional image-text contrastive terms (XMC-GAN: sentence and
+word-region). DCGANFamily: the
 plain class-conditional baseline.
 
 A family object gives the loop: modules (saved in checkpoints), optimizers, ema_pairs,
@@ -115,6 +116,17 @@ def similarities(D, features: torch.Tensor, pooled: torch.Tensor, near_miss: tor
     return sim[:, :b], sim[:, b:].diagonal()
 
 
+def word_similarities(D, features: torch.Tensor, text: TextEmbedding, near_miss: TextEmbedding | None
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """As `similarities`, from the word-region head and the captions' token states."""
+    if near_miss is None:
+        return D.word_similarity(features, text.tokens.float(), text.mask), None
+    both = TextEmbedding.cat([text, near_miss])
+    sim = D.word_similarity(features, both.tokens.float(), both.mask)
+    b = len(text)
+    return sim[:, :b], sim[:, b:].diagonal()
+
+
 # --- shared helpers ----------------------------------------------------------------------------
 
 def step_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
@@ -210,7 +222,10 @@ class GANSettings:
     contrastive: float = 0.0                # weight of the image-text contrastive terms (XMC-GAN): D learns to pick
                                             # each real image's caption among the batch's, G is rewarded when its
                                             # images are picked for their own captions; 0 = off
-    contrastive_temperature: float = 0.1    # softmax temperature of those terms
+    word_contrastive: float = 0.0           # weight of the word-region contrastive terms (XMC-GAN's word loss,
+                                            # AttnGAN's DAMSM): as above, scored from the caption's tokens, each
+                                            # finding its region of the image: binds which thing goes where; 0 = off
+    contrastive_temperature: float = 0.1    # softmax temperature of the contrastive terms
     hard_negatives: float = 0.0             # share of the mismatched captions D sees that are the item's own near
                                             # miss (data's contrast_captions: digits swapped, one moved...) instead
                                             # of another item's caption; with contrastive > 0 the near miss is also
@@ -229,20 +244,23 @@ class GANSettings:
             raise ValueError(f"reg must be 'magp', 'r1', 'wgan-gp' or 'none', got {self.reg!r}")
         parse_policy(self.augment)
         self.reg_every = max(1, int(self.reg_every))
-        if self.contrastive < 0 or self.contrastive_temperature <= 0:
-            raise ValueError("contrastive must be >= 0 and contrastive_temperature > 0, got "
-                             f"{self.contrastive} and {self.contrastive_temperature}")
+        if self.contrastive < 0 or self.word_contrastive < 0 or self.contrastive_temperature <= 0:
+            raise ValueError("contrastive and word_contrastive must be >= 0 and contrastive_temperature > 0, got "
+                             f"{self.contrastive}, {self.word_contrastive} and {self.contrastive_temperature}")
         if not 0 <= self.hard_negatives <= 1:
             raise ValueError(f"hard_negatives must be in [0, 1], got {self.hard_negatives}")
         if self.contrastive > 0 and self.discriminator.get("contrastive_dim", 1) <= 0:
             raise ValueError("contrastive > 0 needs a contrastive head: discriminator.contrastive_dim must be > 0")
+        if self.word_contrastive > 0 and self.discriminator.get("word_dim", 1) <= 0:
+            raise ValueError("word_contrastive > 0 needs a word-region head: discriminator.word_dim must be > 0")
 
     def discriminator_config(self) -> dict:
-        """The discriminator settings, with a 128-wide contrastive head when the term is on and no size is
-        given (a copy: the run's recorded settings stay as the user wrote them, so resuming matches)."""
-        if self.contrastive > 0:
-            return {"contrastive_dim": 128, **self.discriminator}
-        return dict(self.discriminator)
+        """The discriminator settings, with 128-wide contrastive heads for the terms that are on where no
+        size is given (a copy: the run's recorded settings stay as the user wrote them, so resuming matches)."""
+        heads = {"contrastive_dim": 128} if self.contrastive > 0 else {}
+        if self.word_contrastive > 0:
+            heads["word_dim"] = 128
+        return {**heads, **self.discriminator}
 
 
 class GANFamily:
@@ -333,12 +351,13 @@ class GANFamily:
         real = real.detach().requires_grad_(do_reg and s.reg in ("magp", "r1"))
         pooled = standardize(text.pooled.detach().float()).requires_grad_(do_reg and s.reg == "magp")
         mismatched = roll_global(pooled, self.dist)
-        near_miss = None  # (B, text_dim) pooled embedding of each item's near-miss caption
+        near_miss = near_miss_text = None  # each item's near-miss caption: pooled (B, text_dim), and whole
         if s.hard_negatives > 0:
             if "contrast" not in batch:
                 raise ValueError("hard_negatives > 0 needs a dataset that writes near-miss captions "
                                  "(contrast_captions; built in: captioned-mnist, toy-faces)")
-            near_miss = embed_texts(self.encoder, batch["contrast"], self.device).pooled.detach().float()
+            near_miss_text = embed_texts(self.encoder, batch["contrast"], self.device)
+            near_miss = near_miss_text.pooled.detach().float()
             use = g.rand(b, device=self.device) < s.hard_negatives
             mismatched = torch.where(use[:, None], standardize(near_miss), mismatched)
         with self.autocast():
@@ -354,6 +373,11 @@ class GANFamily:
                 con_d = contrastive_loss(sim, captions, s.contrastive_temperature, hard)
                 loss_d = loss_d + s.contrastive * con_d
                 stats["contrastive_d"] = con_d.detach()
+            if s.word_contrastive > 0:
+                sim, hard = word_similarities(D, f_real, text, near_miss_text)
+                word_d = contrastive_loss(sim, captions, s.contrastive_temperature, hard)
+                loss_d = loss_d + s.word_contrastive * word_d
+                stats["word_contrastive_d"] = word_d.detach()
             if do_reg:
                 if s.reg == "magp":
                     reg = magp_penalty(m_real, real, pooled, s.reg_weight, s.magp_power)
@@ -387,6 +411,11 @@ class GANFamily:
                 con_g = contrastive_loss(sim, captions, s.contrastive_temperature, hard)
                 loss_g = loss_g + s.contrastive * con_g
                 stats["contrastive_g"] = con_g.detach()
+            if s.word_contrastive > 0:
+                sim, hard = word_similarities(D, f_fake, text, near_miss_text)
+                word_g = contrastive_loss(sim, captions, s.contrastive_temperature, hard)
+                loss_g = loss_g + s.word_contrastive * word_g
+                stats["word_contrastive_g"] = word_g.detach()
             if s.mode_seeking > 0 and b >= 2:
                 h = b // 2
                 z2 = g.noise(G, h)
