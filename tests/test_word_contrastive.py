@@ -1,17 +1,14 @@
 """The word-region contrastive head of the discriminator (AttnGAN's DAMSM score, XMC-GAN's word loss):
 its score against a token-by-token reference, padding, its errors, that it learns where things are
-(a caption's colour and side), and a training run with it that resumes exactly."""
+(a caption's colour and side). A training run with it resumes exactly: test_contrastive.py."""
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pytest
 import torch
 
-from test_train_loop import NAMES, PALETTE, ColourSquares, HashEncoder, all_state, assert_identical, tiny_config
+from test_train_loop import NAMES, PALETTE, HashEncoder
 from wordcanvas.models.gan import Discriminator, DiscriminatorConfig
-from wordcanvas.train import train
 from wordcanvas.train.gan_step import GANSettings, contrastive_loss
 
 
@@ -114,21 +111,3 @@ def test_the_word_head_learns_which_caption_names_colour_and_side():
         picked = d.word_similarity(d.features(test_images[144:]), choice_text.tokens, choice_text.mask).argmax(1)
     right = [choices[k] == c for k, c in zip(picked.tolist(), test_captions[144:])]
     assert np.mean(right) >= 0.9  # chance: 1/12; the test images were not trained on
-
-
-def test_a_run_with_the_word_term_learns_logs_and_resumes_exactly(tmp_path):
-    def run(folder: str, steps: int):
-        model = {"arch": "gan-cls", "generator": {"ngf": 8, "z_dim": 8, "cond_dim": 8},
-                 "discriminator": {"ndf": 8, "max_channels": 32, "cond_head": "projection", "word_dim": 16},
-                 "augment": "", "reg_every": 2, "word_contrastive": 1.0}
-        return train(tiny_config(tmp_path / folder, steps=steps, model=model), dataset=ColourSquares(n=48),
-                     encoder=HashEncoder())
-
-    straight = run("straight", 6)
-    run("split", 3)
-    resumed = run("split", 6)
-    assert resumed.step == 6 and "word_positions" in dict(resumed.family.D.named_parameters())
-    assert_identical(all_state(straight), all_state(resumed))
-    rows = [json.loads(line) for line in (straight.run_dir / "log.jsonl").read_text().splitlines()]
-    logged = [row for row in rows if "word_contrastive_d" in row]
-    assert logged and all(np.isfinite(row["word_contrastive_g"]) for row in logged)
