@@ -2,11 +2,10 @@
 
 GANFamily (text-conditioned, DF-GAN style): the discriminator sees (real, matching text),
 (real, mismatched text: the batch's captions rolled by one, or with hard_negatives the item's own
-near-miss caption) and (fake, text); losses hinge,
-non-saturating or WGAN; regularisers MA-GP, R1 or WGAN-GP; DiffAugment on every image D sees;
-optional mode-seeking term; optional image-text contrastive terms (XMC-GAN: sentence and
-word-region). DCGANFamily: the
-plain class-conditional baseline.
+near-miss caption) and (fake, text); losses hinge, non-saturating or WGAN; regularisers MA-GP,
+R1 or WGAN-GP; DiffAugment on every image D sees; optional mode-seeking term; optional image-text
+contrastive terms (XMC-GAN: sentence and word-region). DCGANFamily: the plain class-conditional
+baseline.
 
 A family object gives the loop: modules (saved in checkpoints), optimizers, ema_pairs,
 step(batch, step) -> stats, sample(prompts, n, seed), generate(prompts, seed), export_meta().
