@@ -91,6 +91,12 @@ PRESETS["gan-cls-ms"] = {**PRESETS["gan-cls"], "mode_seeking": 1.0}
 PRESETS["gan-cls-mbstd"] = {**PRESETS["gan-cls"], "discriminator": {**PRESETS["gan-cls"]["discriminator"], "mbstd_group": 4}}
 PRESETS["gan-cls-64-ms"] = {**PRESETS["gan-cls-64"], "mode_seeking": 1.0}  # the toy-faces recipe with the term
 PRESETS["gan-cls-64-con"] = {**PRESETS["gan-cls-64"], "contrastive": 1.0}  # ... with the contrastive terms
+# The captioned-MNIST recipe (configs/gan_captioned-mnist.json), then with the generator's cross-attention,
+# then with the word-region contrastive terms as well (docs/gan_captioned-mnist).
+PRESETS["mnist"] = {**PRESETS["gan-cls-64-con"], "discriminator": {**PRESETS["gan-cls-64"]["discriminator"],
+                                                                   "cond_head": "concat"}, "hard_negatives": 0.5}
+PRESETS["mnist-attn"] = {**PRESETS["mnist"], "generator": {"ngf": 32, "attn_resolutions": [8, 16]}}
+PRESETS["mnist-attn-word"] = {**PRESETS["mnist-attn"], "word_contrastive": 1.0}
 TRAIN_ROWS = [  # (family, encoder, dataset, resolution, preset)
     ("gan", "minilm", "fashion-mnist", 32, "default"),
     ("gan", "minilm", "fashion-mnist", 32, "gan-cls"),
@@ -102,6 +108,9 @@ TRAIN_ROWS = [  # (family, encoder, dataset, resolution, preset)
     ("gan", "minilm", "toy-faces", 64, "gan-cls-64-ms"),
     ("gan", "minilm", "toy-faces", 64, "gan-cls-64-con"),
     ("gan", "minilm", "toy-faces", 128, "default"),
+    ("gan", "minilm", "captioned-mnist", 64, "mnist"),
+    ("gan", "minilm", "captioned-mnist", 64, "mnist-attn"),
+    ("gan", "minilm", "captioned-mnist", 64, "mnist-attn-word"),
     ("gan", "trainable", "fashion-mnist", 32, "default"),
     ("dcgan", None, "fashion-mnist", 32, "default"),
     ("dcgan", None, "toy-faces", 64, "default"),
@@ -121,7 +130,8 @@ def measure_training(family: str, encoder_name: str | None, data: str, resolutio
     from wordcanvas.train.loop import FAMILIES, Dist, ema_beta, update_ema
 
     dataset = load_dataset(data, "train", resolution, seed=0)
-    items = collate([dataset[i] for i in range(batch)])
+    near_miss = PRESETS[preset].get("hard_negatives", 0) > 0  # the loader then brings near-miss captions too
+    items = collate([dataset.item(i, near_miss=near_miss) for i in range(batch)])
     cfg = TrainConfig(family=family, data=data, encoder=encoder_name or "minilm", resolution=resolution, batch=batch,
                       device="cpu", progress=False, model=PRESETS[preset])
     encoder = None
@@ -131,7 +141,7 @@ def measure_training(family: str, encoder_name: str | None, data: str, resolutio
             encoder = load_encoder("trainable", "cpu", captions=captions)
         else:
             encoder = CachedEncoder(minilm)
-            encoder.encode(items["caption"])  # cached, as after the loop's pre-fill
+            encoder.encode(items["caption"] + items.get("contrast", []))  # cached, as after the loop's pre-fill
     torch.manual_seed(0)
     fam = FAMILIES[family](cfg, dataset, encoder, torch.device("cpu"), Dist())
     cycle = GANSettings(**PRESETS[preset]).reg_every if family == "gan" else 4  # whole regulariser cycles
