@@ -55,6 +55,8 @@ def test_word_similarity_matches_a_token_by_token_reference_and_ignores_padding(
         # what sits behind the mask does not count
         noisy = torch.where(mask[..., None], tokens, torch.randn_like(tokens) * 100)
         torch.testing.assert_close(d.word_similarity(features, noisy, mask), got)
+        # paired: image i with caption i only, the diagonal of the full matrix
+        torch.testing.assert_close(d.word_similarity(features, tokens[:3], mask[:3], paired=True), got.diagonal())
 
 
 def test_word_settings_and_missing_head_are_refused_with_a_reason():

@@ -280,26 +280,29 @@ class Discriminator(PretrainedModel):
         text = F.normalize(self.contrastive_text(pooled, standardized), dim=1)
         return image @ text.T
 
-    def word_similarity(self, features: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def word_similarity(self, features: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
+                        paired: bool = False) -> torch.Tensor:
         """(B_images, B_texts) DAMSM matching scores: each real token of caption j attends over image
         i's regions (softmax of gamma1 x cosine), is scored by the cosine between itself and what it
-        attended to, and the token scores are pooled by log-sum-exp (gamma2). Needs word_dim > 0."""
+        attended to, and the token scores are pooled by log-sum-exp (gamma2). paired: (B,) scores of
+        image i with caption i only (what a near miss needs). Needs word_dim > 0."""
         c = self.config
         if c.word_dim <= 0:
             raise ValueError("this discriminator has no word-region head (word_dim = 0)")
         regions = self.word_regions(lrelu(features).flatten(2).transpose(1, 2)) + self.word_positions
         regions = F.normalize(regions, dim=-1)                                  # (Bi, R, d)
         words = F.normalize(self.word_tokens(tokens), dim=-1)                   # (Bj, T, d)
-        cos = torch.einsum("jtd,ird->ijtr", words, regions)                     # (Bi, Bj, T, R)
-        attention = torch.softmax(c.word_attention * cos, dim=-1)
-        # cos(token, sum_r a_r v_r) without building the (Bi, Bj, T, d) context: the numerator is
-        # sum_r a_r cos_r, the context's squared norm a^T (V V^T) a
         gram = regions @ regions.transpose(1, 2)                                # (Bi, R, R)
-        norm_sq = torch.einsum("ijtr,irs,ijts->ijt", attention, gram, attention)
-        score = (attention * cos).sum(-1) / norm_sq.clamp_min(1e-12).sqrt()     # (Bi, Bj, T)
-        score = (c.word_pooling * score).masked_fill(~mask[None].bool(), float("-inf"))
+        if not paired:  # every image against every caption: leading dims (Bi, Bj)
+            regions, gram, words, mask = regions[:, None], gram[:, None], words[None], mask[None]
+        cos = torch.einsum("...td,...rd->...tr", words, regions)                # (..., T, R)
+        attention = torch.softmax(c.word_attention * cos, dim=-1)
+        # cos(token, sum_r a_r v_r) without building the per-pair context: the numerator is
+        # sum_r a_r cos_r, the context's squared norm a^T (V V^T) a
+        norm_sq = torch.einsum("...tr,...rs,...ts->...t", attention, gram, attention)
+        score = (attention * cos).sum(-1) / norm_sq.clamp_min(1e-12).sqrt()     # (..., T)
+        score = (c.word_pooling * score).masked_fill(~mask.bool(), float("-inf"))
         return torch.logsumexp(score, dim=-1) / c.word_pooling
-
 
 def minibatch_stddev(x: torch.Tensor, group: int) -> torch.Tensor:
     """Append one channel: the standard deviation of each feature over a group of images (images

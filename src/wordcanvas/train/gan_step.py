@@ -117,13 +117,12 @@ def similarities(D, features: torch.Tensor, pooled: torch.Tensor, near_miss: tor
 
 def word_similarities(D, features: torch.Tensor, text: TextEmbedding, near_miss: TextEmbedding | None
                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """As `similarities`, from the word-region head and the captions' token states."""
+    """As `similarities`, from the word-region head and the captions' token states (each near miss
+    scored against its own image only)."""
+    sim = D.word_similarity(features, text.tokens.float(), text.mask)
     if near_miss is None:
-        return D.word_similarity(features, text.tokens.float(), text.mask), None
-    both = TextEmbedding.cat([text, near_miss])
-    sim = D.word_similarity(features, both.tokens.float(), both.mask)
-    b = len(text)
-    return sim[:, :b], sim[:, b:].diagonal()
+        return sim, None
+    return sim, D.word_similarity(features, near_miss.tokens.float(), near_miss.mask, paired=True)
 
 
 # --- shared helpers ----------------------------------------------------------------------------
