@@ -103,10 +103,14 @@ def test_default_sizes_suit_a_cpu():
 
 
 def test_generator_roundtrip_save_load(tmp_path):
-    g = Generator(GeneratorConfig(resolution=16, channels=3, text_dim=8, ngf=8, attn_resolutions=(8,)))
+    g = Generator(GeneratorConfig(resolution=16, channels=3, text_dim=8, ngf=8, attn_resolutions=(8,),
+                                  attn_positions=True))
+    for attn in g.attn.values():  # past the identity start, so the loaded positions must matter
+        torch.nn.init.normal_(attn.to_out.weight, std=0.5)
     g.save_pretrained(tmp_path / "g")
     h = Generator.from_pretrained(tmp_path / "g")
-    assert h.config == g.config and h.config.attn_resolutions == (8,)
+    assert h.config == g.config and h.config.attn_resolutions == (8,) and h.config.attn_positions
+    torch.testing.assert_close(h.attn["8"].positions, g.attn["8"].positions, rtol=0, atol=0)
     z, emb = torch.randn(2, g.config.z_dim), text(2, 8)
     torch.testing.assert_close(g.eval()(z, emb), h(z, emb), rtol=0, atol=0)
 
@@ -147,6 +151,49 @@ def test_cross_attention_reads_real_tokens_and_ignores_padding():
     real_changed[0, 0] += 5.0
     assert not torch.allclose(attn(x, real_changed, mask), out)
     assert torch.isfinite(attn(x, tokens, torch.zeros(1, 3, dtype=torch.bool))).all()  # no real token: no NaN
+
+
+def left_right_task(batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Two tokens per caption, each a side tag ("left"/"right", one-hot) and a random content vector,
+    in random order; the target map holds the left token's content on the left half and the right
+    token's on the right half. The input map is blank, so only knowing where a query sits can tell
+    which token it should read."""
+    content = torch.randn(batch, 2, 4, generator=generator)
+    tags = torch.eye(2).expand(batch, 2, 2)
+    swap = torch.rand(batch, generator=generator) < 0.5
+    tokens = torch.cat([tags, content], dim=-1)
+    tokens[swap] = tokens[swap].flip(1)
+    target = torch.zeros(batch, 8, 4, 4)
+    target[:, :4, :, :2] = content[:, 0, :, None, None]
+    target[:, :4, :, 2:] = content[:, 1, :, None, None]
+    return torch.zeros(batch, 8, 4, 4), tokens, target
+
+
+@pytest.mark.parametrize("positions", [0, 4])
+def test_cross_attention_with_positions_places_tokens_by_what_they_name(positions):
+    torch.manual_seed(0)
+    attn = CrossAttention(channels=8, token_dim=6, heads=2, head_dim=8, positions=positions)
+    opt = torch.optim.Adam(attn.parameters(), lr=0.02)
+    data = torch.Generator().manual_seed(0)
+    for _ in range(300):
+        x, tokens, target = left_right_task(64, data)
+        loss = torch.nn.functional.mse_loss(attn(x, tokens), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    x, tokens, target = left_right_task(256, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        error = torch.nn.functional.mse_loss(attn(x, tokens), target) / target.pow(2).mean()
+    if positions:
+        assert error < 0.05   # each half reads its own token
+    else:
+        assert error > 0.4    # a blank map gives every place the same query: both halves get one mixture
+
+
+def test_cross_attention_positions_refuse_another_map_size():
+    attn = CrossAttention(channels=8, token_dim=4, heads=2, head_dim=4, positions=4)
+    with pytest.raises(ValueError, match="positions for 16 places, got a 8x8 map"):
+        attn(torch.randn(1, 8, 8, 8), torch.randn(1, 3, 4))
 
 
 def test_generator_output_depends_on_the_caption_tokens():

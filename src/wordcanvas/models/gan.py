@@ -36,6 +36,8 @@ class GeneratorConfig:
     fusion: str = "affine"                      # "affine" (DF-GAN deep fusion) or "film" (modulated instance norm)
     attn_resolutions: tuple[int, ...] = (16,)   # cross-attention over text tokens at these sizes; () = pooled only
     attn_heads: int = 4                         # heads per cross-attention layer
+    attn_positions: bool = False                # learned position vectors in the cross-attention queries, so
+                                                # places can look for the tokens that name them
     output: str = "linear"                      # "linear": raw while training, clamped to [-1, 1] in eval mode
                                                 # (no saturation to get stuck in); "tanh" as in DF-GAN
 
@@ -60,7 +62,9 @@ class Generator(PretrainedModel):
         cond = c.z_dim + c.cond_dim
         self.sizes = [4 * 2 ** (i + 1) for i in range(c.resolution.bit_length() - 3)]  # 8, 16, ..., resolution
         self.blocks = nn.ModuleList(UpBlock(cond, width(s // 2), width(s), c.fusion) for s in self.sizes)
-        self.attn = nn.ModuleDict({str(s): CrossAttention(width(s), c.cond_dim, c.attn_heads) for s in c.attn_resolutions})
+        self.attn = nn.ModuleDict({str(s): CrossAttention(width(s), c.cond_dim, c.attn_heads,
+                                                          positions=s if c.attn_positions else 0)
+                                   for s in c.attn_resolutions})
         self.to_rgb = nn.Conv2d(width(c.resolution), c.channels, 3, 1, 1)
 
     def forward(self, z: torch.Tensor, text: TextEmbedding) -> torch.Tensor:
@@ -115,6 +119,8 @@ class GANCLSConfig:
     max_channels: int = 512     # width cap
     attn_resolutions: tuple[int, ...] = ()  # cross-attention over text tokens after the block of these sizes
     attn_heads: int = 4                     # heads per cross-attention layer
+    attn_positions: bool = False            # learned position vectors in the cross-attention queries, so
+                                            # places can look for the tokens that name them
 
     def __post_init__(self):
         check_resolution(self.resolution)
@@ -149,7 +155,8 @@ class GANCLSGenerator(PretrainedModel):
         self.to_rgb = nn.ConvTranspose2d(widths[-1], c.channels, 4, 2, 1)
         self.sizes = [4 * 2 ** i for i in range(n_up)]
         self.token_proj = TextProjection(c.text_dim, c.cond_dim) if c.attn_resolutions else None
-        self.attn = nn.ModuleDict({str(s): CrossAttention(w, c.cond_dim, c.attn_heads)
+        self.attn = nn.ModuleDict({str(s): CrossAttention(w, c.cond_dim, c.attn_heads,
+                                                          positions=s if c.attn_positions else 0)
                                    for s, w in zip(self.sizes, widths) if s in c.attn_resolutions})
         for m in self.convs:
             nn.init.normal_(m.weight, 0.0, 0.02)  # DCGAN initialisation

@@ -152,13 +152,20 @@ class UpBlock(nn.Module):
 
 class CrossAttention(nn.Module):
     """Image positions attend to (masked) text tokens; the output projection starts at zero so
-    the layer begins as the identity and the pooled-text path trains first."""
+    the layer begins as the identity and the pooled-text path trains first.
 
-    def __init__(self, channels: int, token_dim: int, heads: int = 4, head_dim: int = 32):
+    With `positions` (the side of the square feature map it will see), each position's query also
+    carries a learned position vector, so a position can look for the tokens that name it ("at the
+    bottom right") even where the features are alike everywhere; without it, queries know where
+    they are only through what the convolutions have drawn there."""
+
+    def __init__(self, channels: int, token_dim: int, heads: int = 4, head_dim: int = 32, positions: int = 0):
         super().__init__()
         inner = heads * head_dim
         self.heads = heads
         self.norm = nn.GroupNorm(min(32, channels) if channels % min(32, channels) == 0 else 1, channels)
+        # unit scale, like the normalised features they are added to, so they count from the first step
+        self.positions = nn.Parameter(torch.randn(positions * positions, channels)) if positions > 0 else None
         self.to_q = nn.Linear(channels, inner, bias=False)
         self.to_kv = nn.Linear(token_dim, 2 * inner, bias=False)
         self.to_out = nn.Linear(inner, channels)
@@ -167,7 +174,12 @@ class CrossAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         b, c, h, w = x.shape
-        q = self.to_q(self.norm(x).flatten(2).transpose(1, 2))
+        queries = self.norm(x).flatten(2).transpose(1, 2)                     # (B, HW, C)
+        if self.positions is not None:
+            if self.positions.shape[0] != h * w:
+                raise ValueError(f"this layer has positions for {self.positions.shape[0]} places, got a {h}x{w} map")
+            queries = queries + self.positions
+        q = self.to_q(queries)
         k, v = self.to_kv(tokens).chunk(2, dim=-1)
         q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in (q, k, v))
         attn_mask = None

@@ -117,6 +117,7 @@ class VAEConfig:
     fusion: str = "affine"                  # decoder conditioning: "affine" (DF-GAN) or "film"
     attn_resolutions: tuple[int, ...] = ()  # decoder cross-attention over text tokens at these sizes
     attn_heads: int = 4                     # heads per cross-attention layer
+    attn_positions: bool = False            # learned position vectors in the cross-attention queries
     likelihood: str = "logistic"            # "logistic", "gaussian" (both discretised) or "bernoulli"
     sigma: float | None = None              # gaussian: fixed std on the [-1, 1] scale; None = learned per pixel
     min_log_scale: float = -7.0             # floor of learned log-scales (PixelCNN++)
@@ -161,7 +162,9 @@ class TextVAE(PretrainedModel):
         self.fc = nn.Linear(c.z_dim + c.cond_dim, width(4) * 16)  # the caption shapes the 4x4 layout too
         self.sizes = [4 * 2 ** (i + 1) for i in range(c.resolution.bit_length() - 3)]  # 8, ..., resolution
         self.blocks = nn.ModuleList(UpBlock(c.z_dim + c.cond_dim, width(s // 2), width(s), c.fusion) for s in self.sizes)
-        self.attn = nn.ModuleDict({str(s): CrossAttention(width(s), c.cond_dim, c.attn_heads) for s in c.attn_resolutions})
+        self.attn = nn.ModuleDict({str(s): CrossAttention(width(s), c.cond_dim, c.attn_heads,
+                                                          positions=s if c.attn_positions else 0)
+                                   for s in c.attn_resolutions})
         self.to_params = nn.Conv2d(width(c.resolution), c.channels * c.params_per_channel, 3, 1, 1)
         # p(z | t); the last layer starts at zero, so training starts from N(0, I)
         self.prior_net = None
