@@ -41,7 +41,9 @@ from wordcanvas.train import train
 CLOSE, OUTLIERS, WORST = 1e-5, 1e-4, 1e-4  # see the module doc
 TESTS = str(Path(__file__).parent)
 
-GAN_MODEL = {**tiny_config("unused").model, "mode_seeking": 0.0, "reg_every": 2}  # MA-GP on steps 0 and 2
+# MA-GP on steps 0 and 2; D reads the tokens per region, so the mismatched captions' tokens cross processes too
+GAN_MODEL = {**tiny_config("unused").model, "mode_seeking": 0.0, "reg_every": 2,
+             "discriminator": {**tiny_config("unused").model["discriminator"], "cond_tokens": True}}
 VAE_MODEL = {"model": {"nf": 8, "max_channels": 16, "z_dim": 8, "cond_dim": 8, "attn_resolutions": [8]},
              "kl_warmup": 4, "adversarial_weight": 0.1, "discriminator": {"ndf": 8, "max_channels": 16, "cond_dim": 8}}
 

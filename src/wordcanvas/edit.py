@@ -422,15 +422,16 @@ class Editor:
         """(N,) how much better the judge finds each image matches `target` than `source`: the cosine
         gap in its image-text contrastive head where it has one, else the gap of its conditional logits."""
         n = len(images)
-        return self._match_pooled(images, self.text_embeddings(target, n).pooled, self.text_embeddings(source, n).pooled)
+        return self._match_texts(images, self.text_embeddings(target, n), self.text_embeddings(source, n))
 
-    def _match_pooled(self, images: torch.Tensor, target: torch.Tensor, source: torch.Tensor,
-                      features: torch.Tensor | None = None) -> torch.Tensor:
+    def _match_texts(self, images: torch.Tensor, target: TextEmbedding, source: TextEmbedding,
+                     features: torch.Tensor | None = None) -> torch.Tensor:
         d = self.judge
         features = d.features(images) if features is None else features
         if d.config.contrastive_dim > 0:
-            return d.similarity(features, target).diagonal() - d.similarity(features, source).diagonal()
-        return d.heads(features, target)[1] - d.heads(features, source)[1]
+            return d.similarity(features, target.pooled).diagonal() - d.similarity(features, source.pooled).diagonal()
+        return (d.heads(features, target.pooled, tokens=target.tokens, mask=target.mask)[1]
+                - d.heads(features, source.pooled, tokens=source.tokens, mask=source.mask)[1])
 
     def _judged_distance(self, features: torch.Tensor, source_features: torch.Tensor) -> torch.Tensor:
         """(N,) 1 - cosine between candidate and source in the judge's contrastive image space (what
@@ -450,7 +451,7 @@ class Editor:
         in `with_residual`, applied to every candidate before its blend."""
         images = self._check(images)
         lost = self.inversion_residual(latents, source, images) if check_residual(residual) else None
-        pooled = self.text_embeddings(target, len(images)).pooled, self.text_embeddings(source, len(images)).pooled  # once for all
+        texts = self.text_embeddings(target, len(images)), self.text_embeddings(source, len(images))  # once for all
         source_features = self.judge.features(images)
         settings, outs, match, lpips, judged = [], [], [], [], []
         for strength in strengths:
@@ -463,7 +464,7 @@ class Editor:
                 features = self.judge.features(y)
                 settings.append((strength, blend))
                 outs.append(y)
-                match.append(self._match_pooled(y, *pooled, features=features))
+                match.append(self._match_texts(y, *texts, features=features))
                 lpips.append(self.lpips_distance(y, images))
                 judged.append(self._judged_distance(features, source_features))
         lpips = torch.stack(lpips)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from wordcanvas.models.base import PretrainedModel
 from wordcanvas.models.layers import (Affine, CrossAttention, DownBlock, TextProjection, UpBlock, channels_at,
@@ -185,6 +186,10 @@ class DiscriminatorConfig:
     ndf: int = 32                 # width at full resolution; doubles per halving
     max_channels: int = 256       # width cap
     cond_head: str = "concat"     # "concat" (DF-GAN: text tiled onto 4x4 features, convs) or "projection"
+    cond_tokens: bool = False     # concat head only: each 4x4 region reads, by cross-attention from its learned
+                                  # position, what the caption's tokens say about that place, instead of every
+                                  # region getting the same pooled caption (so "a 3 on the left and a 7 on the
+                                  # right" and its swap give the left regions different text)
     residual_gain: float = 1.0    # initial gate of each residual path (DF-GAN: 0; 1 learned faster, steadier in short runs)
     trunk: str = "resnet"         # "resnet" (DF-GAN residual blocks) or "dcgan" (strided 4x4 convolutions, LeakyReLU,
                                   # no normalisation: cheaper; pairs with the GAN-CLS generator)
@@ -213,6 +218,8 @@ class DiscriminatorConfig:
             raise ValueError(f"contrastive_pool must be 'mean' or 'flatten', got {self.contrastive_pool!r}")
         if self.cond_head not in ("concat", "projection"):
             raise ValueError(f"cond_head must be 'concat' or 'projection', got {self.cond_head!r}")
+        if self.cond_tokens and self.cond_head != "concat":
+            raise ValueError("cond_tokens needs cond_head='concat' (the projection head has no regions to place text in)")
         if self.trunk not in ("resnet", "dcgan"):
             raise ValueError(f"trunk must be 'resnet' or 'dcgan', got {self.trunk!r}")
 
@@ -242,6 +249,9 @@ class Discriminator(PretrainedModel):
             self.text_proj = TextProjection(c.text_dim, c.cond_dim)
             self.cond_head = nn.Sequential(nn.Conv2d(feat + c.cond_dim, feat // 2, 3, 1, 1), nn.LeakyReLU(0.2),
                                            nn.Conv2d(feat // 2, 1, 4))
+            if c.cond_tokens:  # starts as the plain concat head: the attention's output projection is zero
+                self.region_tokens = TextProjection(c.text_dim, c.cond_dim)
+                self.region_text = CrossAttention(c.cond_dim, c.cond_dim, heads=4, positions=4)
         else:
             self.text_proj = TextProjection(c.text_dim, feat)
         if c.contrastive_dim > 0:
@@ -256,21 +266,29 @@ class Discriminator(PretrainedModel):
         x = self.blocks(self.from_rgb(images))
         return minibatch_stddev(x, self.config.mbstd_group) if self.config.mbstd_group > 0 else x
 
-    def heads(self, features: torch.Tensor, pooled: torch.Tensor, standardized: bool = False
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+    def heads(self, features: torch.Tensor, pooled: torch.Tensor, standardized: bool = False,
+              tokens: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits from image features and pooled text (raw, or already passed through `standardize`:
         the matching-aware gradient penalty differentiates with respect to the standardised text, so
-        its strength does not depend on the encoder's scale)."""
+        its strength does not depend on the encoder's scale). tokens (B, T, text_dim) and mask (B, T):
+        the same captions' token states, needed where `cond_tokens` is on and ignored otherwise."""
         uncond = self.uncond_head(features).flatten()
         t = self.text_proj(pooled, standardized)
         if self.config.cond_head == "concat":
-            t = t[:, :, None, None].expand(-1, -1, *features.shape[2:])
+            t = t[:, :, None, None].expand(-1, -1, *features.shape[2:]).contiguous()
+            if self.config.cond_tokens:
+                if tokens is None or mask is None:
+                    raise ValueError("this discriminator reads the caption's tokens (cond_tokens); pass tokens and mask")
+                # the plain attention kernel: the matching-aware penalty differentiates through it twice
+                with sdpa_kernel(SDPBackend.MATH):
+                    t = self.region_text(t, self.region_tokens(tokens.to(t.dtype)), mask)
             return uncond, self.cond_head(torch.cat([features, t], dim=1)).flatten()
         h = lrelu(features).mean(dim=(2, 3))
         return uncond, uncond + (h * t).sum(dim=1)
 
-    def forward(self, images: torch.Tensor, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.heads(self.features(images), pooled)
+    def forward(self, images: torch.Tensor, pooled: torch.Tensor, tokens: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.heads(self.features(images), pooled, tokens=tokens, mask=mask)
 
     def image_embedding(self, features: torch.Tensor) -> torch.Tensor:
         """(B, contrastive_dim) unit vectors: each image in the contrastive head's space."""
