@@ -97,6 +97,9 @@ PRESETS["mnist"] = {**PRESETS["gan-cls-64-con"], "discriminator": {**PRESETS["ga
                                                                    "cond_head": "concat"}, "hard_negatives": 0.5}
 PRESETS["mnist-attn"] = {**PRESETS["mnist"], "generator": {"ngf": 32, "attn_resolutions": [8, 16]}}
 PRESETS["mnist-attn-word"] = {**PRESETS["mnist-attn"], "word_contrastive": 1.0}
+PRESETS["mnist-regions"] = {**PRESETS["mnist"],  # positional cross-attention in G, token-reading regions in D
+                            "generator": {"ngf": 32, "attn_resolutions": [4, 8, 16], "attn_positions": True},
+                            "discriminator": {**PRESETS["mnist"]["discriminator"], "cond_tokens": True}}
 TRAIN_ROWS = [  # (family, encoder, dataset, resolution, preset)
     ("gan", "minilm", "fashion-mnist", 32, "default"),
     ("gan", "minilm", "fashion-mnist", 32, "gan-cls"),
@@ -111,6 +114,7 @@ TRAIN_ROWS = [  # (family, encoder, dataset, resolution, preset)
     ("gan", "minilm", "captioned-mnist", 64, "mnist"),
     ("gan", "minilm", "captioned-mnist", 64, "mnist-attn"),
     ("gan", "minilm", "captioned-mnist", 64, "mnist-attn-word"),
+    ("gan", "minilm", "captioned-mnist", 64, "mnist-regions"),
     ("gan", "trainable", "fashion-mnist", 32, "default"),
     ("dcgan", None, "fashion-mnist", 32, "default"),
     ("dcgan", None, "toy-faces", 64, "default"),
