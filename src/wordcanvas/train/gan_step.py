@@ -367,8 +367,10 @@ class GANFamily:
         real = real.detach().requires_grad_(do_reg and s.reg in ("magp", "r1"))
         pooled = standardize(text.pooled.detach().float()).requires_grad_(do_reg and s.reg == "magp")
         mismatched = roll_global(pooled, self.dist)
-        tokens, mask = text.tokens.float(), text.mask  # for a discriminator that reads tokens (cond_tokens)
-        mis_tokens, mis_mask = roll_global_tokens(tokens, mask, self.dist)
+        tokens = mask = mis_tokens = mis_mask = None
+        if D.config.cond_tokens:  # D reads each caption's tokens: the mismatched captions bring theirs too
+            tokens, mask = text.tokens.float(), text.mask
+            mis_tokens, mis_mask = roll_global_tokens(tokens, mask, self.dist)
         near_miss = near_miss_text = None  # each item's near-miss caption: pooled (B, text_dim), and whole
         if s.hard_negatives > 0:
             if "contrast" not in batch:
@@ -378,11 +380,13 @@ class GANFamily:
             near_miss = near_miss_text.pooled.detach().float()
             use = g.rand(b, device=self.device) < s.hard_negatives
             mismatched = torch.where(use[:, None], standardize(near_miss), mismatched)
-            length = max(mis_tokens.shape[1], near_miss_text.tokens.shape[1])
-            (mis_tokens, mis_mask), (miss_tokens, miss_mask) = (
-                pad_tokens(mis_tokens, mis_mask, length), pad_tokens(near_miss_text.tokens.float(), near_miss_text.mask, length))
-            mis_tokens = torch.where(use[:, None, None], miss_tokens, mis_tokens)
-            mis_mask = torch.where(use[:, None], miss_mask, mis_mask)
+            if tokens is not None:
+                length = max(mis_tokens.shape[1], near_miss_text.tokens.shape[1])
+                (mis_tokens, mis_mask), (miss_tokens, miss_mask) = (
+                    pad_tokens(mis_tokens, mis_mask, length),
+                    pad_tokens(near_miss_text.tokens.float(), near_miss_text.mask, length))
+                mis_tokens = torch.where(use[:, None, None], miss_tokens, mis_tokens)
+                mis_mask = torch.where(use[:, None], miss_mask, mis_mask)
         with self.autocast():
             f_real, f_fake = self.run_d(real, g), self.run_d(fake, g)
             u_real, m_real = D.heads(f_real, pooled, standardized=True, tokens=tokens, mask=mask)
