@@ -10,6 +10,7 @@ import torch
 from test_contrastive import NearMissSquares
 from test_train_loop import HashEncoder, all_state, assert_identical, tiny_config
 from wordcanvas.models.gan import Discriminator, DiscriminatorConfig
+from wordcanvas.text.base import TextEmbedding
 from wordcanvas.train import train
 from wordcanvas.train.gan_step import d_fake_loss, d_real_loss
 
@@ -28,7 +29,7 @@ def two_sides(batch: int, generator: torch.Generator):
                               torch.cat([torch.tensor([0.0, 1.0]).expand(batch, 2), b], 1)], 1)
         flip = torch.rand(batch, generator=generator) < 0.5
         tokens[flip] = tokens[flip].flip(1)
-        return tokens, torch.ones(batch, 2, dtype=torch.bool), tokens.mean(1)
+        return TextEmbedding(tokens, torch.ones(batch, 2, dtype=torch.bool), tokens.mean(1))
 
     return images, caption(left, right), caption(right, left)
 
@@ -43,17 +44,17 @@ def test_a_fresh_token_reading_head_is_the_plain_concat_head():
     plain, reading = Discriminator(config()), Discriminator(config(cond_tokens=True))
     missing, unexpected = reading.load_state_dict(plain.state_dict(), strict=False)
     assert not unexpected and missing and all(k.startswith(("region_text.", "region_tokens.")) for k in missing)
-    images, (tokens, mask, pooled), _ = two_sides(4, torch.Generator().manual_seed(0))
+    images, text, _ = two_sides(4, torch.Generator().manual_seed(0))
     with torch.no_grad():
-        torch.testing.assert_close(reading(images, pooled, tokens, mask), plain(images, pooled))
+        torch.testing.assert_close(reading(images, text.pooled, text), plain(images, text.pooled))
 
 
 def test_settings_and_missing_tokens_are_refused_with_a_reason():
     with pytest.raises(ValueError, match="cond_tokens needs cond_head='concat'"):
         config(cond_head="projection", cond_tokens=True)
-    images, (tokens, mask, pooled), _ = two_sides(2, torch.Generator().manual_seed(0))
+    images, text, _ = two_sides(2, torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="reads the caption's tokens"):
-        Discriminator(config(cond_tokens=True))(images, pooled)
+        Discriminator(config(cond_tokens=True))(images, text.pooled)
 
 
 def test_the_head_learns_to_tell_a_caption_from_its_swap():
@@ -67,17 +68,17 @@ def test_the_head_learns_to_tell_a_caption_from_its_swap():
     for _ in range(300):
         images, true, swapped = two_sides(32, data)
         features = d.features(images)
-        loss = (d_real_loss("hinge", d.heads(features, true[2], tokens=true[0], mask=true[1])[1])
-                + d_fake_loss("hinge", d.heads(features, swapped[2], tokens=swapped[0], mask=swapped[1])[1]))
+        loss = (d_real_loss("hinge", d.heads(features, true.pooled, text=true)[1])
+                + d_fake_loss("hinge", d.heads(features, swapped.pooled, text=swapped)[1]))
         opt.zero_grad()
         loss.backward()
         opt.step()
     images, true, swapped = two_sides(256, torch.Generator().manual_seed(1))
-    torch.testing.assert_close(true[2], swapped[2])  # the pooled captions are the same
+    torch.testing.assert_close(true.pooled, swapped.pooled)  # the pooled captions are the same
     with torch.no_grad():
         features = d.features(images)
-        right = d.heads(features, true[2], tokens=true[0], mask=true[1])[1]
-        wrong = d.heads(features, swapped[2], tokens=swapped[0], mask=swapped[1])[1]
+        right = d.heads(features, true.pooled, text=true)[1]
+        wrong = d.heads(features, swapped.pooled, text=swapped)[1]
     assert (right > wrong).float().mean() >= 0.9
 
 
@@ -115,10 +116,8 @@ def test_the_mismatched_captions_tokens_go_with_their_pooled_vector(tmp_path):
         text, true = encoder.encode(mismatched), encoder.encode(batch["caption"])
         with torch.no_grad():
             features = fam.D.features(batch["image"])
-            expected = fam.D.heads(features, standardize(text.pooled), standardized=True,
-                                   tokens=text.tokens, mask=text.mask)[1].mean()
-            with_true_tokens = fam.D.heads(features, standardize(text.pooled), standardized=True,
-                                           tokens=true.tokens, mask=true.mask)[1].mean()
+            expected = fam.D.heads(features, standardize(text.pooled), standardized=True, text=text)[1].mean()
+            with_true_tokens = fam.D.heads(features, standardize(text.pooled), standardized=True, text=true)[1].mean()
         assert abs(expected - with_true_tokens) > 1e-3  # the check below can tell the two apart
         stats = fam.step(batch, 0)
         assert stats["d_mismatch"].item() == pytest.approx(expected.item(), rel=1e-5)

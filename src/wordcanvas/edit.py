@@ -430,8 +430,7 @@ class Editor:
         features = d.features(images) if features is None else features
         if d.config.contrastive_dim > 0:
             return d.similarity(features, target.pooled).diagonal() - d.similarity(features, source.pooled).diagonal()
-        return (d.heads(features, target.pooled, tokens=target.tokens, mask=target.mask)[1]
-                - d.heads(features, source.pooled, tokens=source.tokens, mask=source.mask)[1])
+        return d.heads(features, target.pooled, text=target)[1] - d.heads(features, source.pooled, text=source)[1]
 
     def _judged_distance(self, features: torch.Tensor, source_features: torch.Tensor) -> torch.Tensor:
         """(N,) 1 - cosine between candidate and source in the judge's contrastive image space (what

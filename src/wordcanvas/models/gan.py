@@ -267,28 +267,28 @@ class Discriminator(PretrainedModel):
         return minibatch_stddev(x, self.config.mbstd_group) if self.config.mbstd_group > 0 else x
 
     def heads(self, features: torch.Tensor, pooled: torch.Tensor, standardized: bool = False,
-              tokens: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              text: TextEmbedding | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits from image features and pooled text (raw, or already passed through `standardize`:
         the matching-aware gradient penalty differentiates with respect to the standardised text, so
-        its strength does not depend on the encoder's scale). tokens (B, T, text_dim) and mask (B, T):
-        the same captions' token states, needed where `cond_tokens` is on and ignored otherwise."""
+        its strength does not depend on the encoder's scale). text: the same captions, whose token
+        states and mask are read where `cond_tokens` is on (and ignored otherwise)."""
         uncond = self.uncond_head(features).flatten()
         t = self.text_proj(pooled, standardized)
         if self.config.cond_head == "concat":
             t = t[:, :, None, None].expand(-1, -1, *features.shape[2:]).contiguous()
             if self.config.cond_tokens:
-                if tokens is None or mask is None:
-                    raise ValueError("this discriminator reads the caption's tokens (cond_tokens); pass tokens and mask")
+                if text is None:
+                    raise ValueError("this discriminator reads the caption's tokens (cond_tokens); pass the text")
                 # the plain attention kernel: the matching-aware penalty differentiates through it twice
                 with sdpa_kernel(SDPBackend.MATH):
-                    t = self.region_text(t, self.region_tokens(tokens.to(t.dtype)), mask)
+                    t = self.region_text(t, self.region_tokens(text.tokens.to(t.dtype)), text.mask)
             return uncond, self.cond_head(torch.cat([features, t], dim=1)).flatten()
         h = lrelu(features).mean(dim=(2, 3))
         return uncond, uncond + (h * t).sum(dim=1)
 
-    def forward(self, images: torch.Tensor, pooled: torch.Tensor, tokens: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.heads(self.features(images), pooled, tokens=tokens, mask=mask)
+    def forward(self, images: torch.Tensor, pooled: torch.Tensor, text: TextEmbedding | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.heads(self.features(images), pooled, text=text)
 
     def image_embedding(self, features: torch.Tensor) -> torch.Tensor:
         """(B, contrastive_dim) unit vectors: each image in the contrastive head's space."""
@@ -328,6 +328,7 @@ class Discriminator(PretrainedModel):
         score = (attention * cos).sum(-1) / norm_sq.clamp_min(1e-12).sqrt()     # (..., T)
         score = (c.word_pooling * score).masked_fill(~mask.bool(), float("-inf"))
         return torch.logsumexp(score, dim=-1) / c.word_pooling
+
 
 def minibatch_stddev(x: torch.Tensor, group: int) -> torch.Tensor:
     """Append one channel: the standard deviation of each feature over a group of images (images

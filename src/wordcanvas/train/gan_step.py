@@ -154,22 +154,14 @@ def roll_global(x: torch.Tensor, dist, shifts: int = 1) -> torch.Tensor:
     return torch.cat(parts).roll(shifts, dims=0)[dist.rank * b:(dist.rank + 1) * b]
 
 
-def pad_tokens(tokens: torch.Tensor, mask: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token states (B, T, D) and mask (B, T) to `length` tokens (padding is masked out)."""
-    extra = length - tokens.shape[1]
-    return F.pad(tokens, (0, 0, 0, extra)), F.pad(mask.bool(), (0, extra), value=False)
-
-
-def roll_global_tokens(tokens: torch.Tensor, mask: torch.Tensor, dist, shifts: int = 1
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """roll_global for token states and their mask: the processes' batches may be padded to
-    different lengths, so all are padded to the longest first."""
-    if dist.world == 1:
-        return tokens.roll(shifts, dims=0), mask.roll(shifts, dims=0)
-    length = torch.tensor(tokens.shape[1], device=tokens.device)
-    torch.distributed.all_reduce(length, op=torch.distributed.ReduceOp.MAX)
-    tokens, mask = pad_tokens(tokens, mask, int(length))
-    return roll_global(tokens, dist, shifts), roll_global(mask, dist, shifts)
+def roll_global_text(text: TextEmbedding, dist, shifts: int = 1) -> TextEmbedding:
+    """roll_global for whole captions: the processes' batches may be padded to different lengths,
+    so all are padded to the longest first."""
+    if dist.world > 1:
+        length = torch.tensor(text.tokens.shape[1], device=text.tokens.device)
+        torch.distributed.all_reduce(length, op=torch.distributed.ReduceOp.MAX)
+        text = TextEmbedding.cat([text], max_tokens=int(length))
+    return TextEmbedding(*(roll_global(x, dist, shifts) for x in (text.tokens, text.mask, text.pooled)))
 
 
 def is_trainable(encoder) -> bool:
@@ -367,10 +359,8 @@ class GANFamily:
         real = real.detach().requires_grad_(do_reg and s.reg in ("magp", "r1"))
         pooled = standardize(text.pooled.detach().float()).requires_grad_(do_reg and s.reg == "magp")
         mismatched = roll_global(pooled, self.dist)
-        tokens = mask = mis_tokens = mis_mask = None
-        if D.config.cond_tokens:  # D reads each caption's tokens: the mismatched captions bring theirs too
-            tokens, mask = text.tokens.float(), text.mask
-            mis_tokens, mis_mask = roll_global_tokens(tokens, mask, self.dist)
+        # D reads each caption's tokens: the mismatched captions bring theirs too (gathered only then)
+        mis_text = roll_global_text(text, self.dist) if D.config.cond_tokens else None
         near_miss = near_miss_text = None  # each item's near-miss caption: pooled (B, text_dim), and whole
         if s.hard_negatives > 0:
             if "contrast" not in batch:
@@ -380,18 +370,16 @@ class GANFamily:
             near_miss = near_miss_text.pooled.detach().float()
             use = g.rand(b, device=self.device) < s.hard_negatives
             mismatched = torch.where(use[:, None], standardize(near_miss), mismatched)
-            if tokens is not None:
-                length = max(mis_tokens.shape[1], near_miss_text.tokens.shape[1])
-                (mis_tokens, mis_mask), (miss_tokens, miss_mask) = (
-                    pad_tokens(mis_tokens, mis_mask, length),
-                    pad_tokens(near_miss_text.tokens.float(), near_miss_text.mask, length))
-                mis_tokens = torch.where(use[:, None, None], miss_tokens, mis_tokens)
-                mis_mask = torch.where(use[:, None], miss_mask, mis_mask)
+            if mis_text is not None:
+                both = TextEmbedding.cat([mis_text, near_miss_text])  # padded to a common length
+                rolled, near = both[:b], both[b:]
+                mis_text = TextEmbedding(torch.where(use[:, None, None], near.tokens, rolled.tokens),
+                                         torch.where(use[:, None], near.mask, rolled.mask), mismatched)
         with self.autocast():
             f_real, f_fake = self.run_d(real, g), self.run_d(fake, g)
-            u_real, m_real = D.heads(f_real, pooled, standardized=True, tokens=tokens, mask=mask)
-            _, m_mis = D.heads(f_real, mismatched, standardized=True, tokens=mis_tokens, mask=mis_mask)
-            u_fake, m_fake = D.heads(f_fake, pooled, standardized=True, tokens=tokens, mask=mask)
+            u_real, m_real = D.heads(f_real, pooled, standardized=True, text=text)
+            _, m_mis = D.heads(f_real, mismatched, standardized=True, text=mis_text)
+            u_fake, m_fake = D.heads(f_fake, pooled, standardized=True, text=text)
             w = s.mismatch_weight
             loss_d = (d_real_loss(s.loss, m_real) + (1 - w) * d_fake_loss(s.loss, m_fake) + w * d_fake_loss(s.loss, m_mis)
                       + s.uncond_weight * (d_real_loss(s.loss, u_real) + d_fake_loss(s.loss, u_fake)))
@@ -413,7 +401,7 @@ class GANFamily:
                 else:
                     eps = g.rand(b, 1, 1, 1, device=self.device)
                     mixed = (eps * real.detach() + (1 - eps) * fake).requires_grad_(True)
-                    u_mix, m_mix = D.heads(self.run_d(mixed, g), pooled, standardized=True, tokens=tokens, mask=mask)
+                    u_mix, m_mix = D.heads(self.run_d(mixed, g), pooled, standardized=True, text=text)
                     reg = wgan_gp_penalty(m_mix + s.uncond_weight * u_mix, mixed, s.reg_weight)
                 loss_d = loss_d + reg * s.reg_every
                 stats["reg"] = reg.detach()
@@ -431,7 +419,7 @@ class GANFamily:
             z = g.noise(G, b)
             fake = G(z, text)
             f_fake = self.run_d(fake.float(), g)
-            u_fake, m_fake = D.heads(f_fake, text.pooled.float(), tokens=text.tokens.float(), mask=text.mask)
+            u_fake, m_fake = D.heads(f_fake, text.pooled.float(), text=text)
             loss_g = g_loss(s.loss, m_fake) + s.uncond_weight * g_loss(s.loss, u_fake)
             if s.contrastive > 0:
                 sim, hard = similarities(D, f_fake, text.pooled.float(), near_miss)

@@ -168,14 +168,13 @@ class VAEFamily:
         D, s = self.D, self.s
         pooled = text.pooled.detach()
         frozen_text = TextEmbedding(text.tokens.detach(), text.mask, pooled)
-        tokens = frozen_text.tokens, frozen_text.mask  # read by a discriminator with cond_tokens
         noise = g.noise(self.vae, len(real))
         with torch.set_grad_enabled(s.adversarial_prior):  # one decoder pass: D sees it detached, the decoder's term not
             prior = self.vae(noise, frozen_text)
         D.requires_grad_(True)
-        u_real, m_real = D(real, pooled, *tokens)
-        u_rec, m_rec = D(recon.detach(), pooled, *tokens)
-        u_pri, m_pri = D(prior.detach(), pooled, *tokens)
+        u_real, m_real = D(real, pooled, frozen_text)
+        u_rec, m_rec = D(recon.detach(), pooled, frozen_text)
+        u_pri, m_pri = D(prior.detach(), pooled, frozen_text)
         loss_d = (d_real_loss("hinge", m_real) + d_real_loss("hinge", u_real)
                   + 0.5 * (d_fake_loss("hinge", m_rec) + d_fake_loss("hinge", u_rec)
                            + d_fake_loss("hinge", m_pri) + d_fake_loss("hinge", u_pri)))
@@ -184,10 +183,10 @@ class VAEFamily:
         self.dist.sync_grads([D])
         self.opt_d.step()
         D.requires_grad_(False)
-        u, m = D(recon, pooled, *tokens)
+        u, m = D(recon, pooled, frozen_text)
         adv = g_loss("hinge", m) + g_loss("hinge", u)
         if s.adversarial_prior:  # Larsen et al.: the decoder (and the prior) also learn from D's view of prior samples
-            u, m = D(prior, pooled, *tokens)
+            u, m = D(prior, pooled, frozen_text)
             adv = 0.5 * (adv + g_loss("hinge", m) + g_loss("hinge", u))
         stats.update(loss_d=loss_d.detach(), adversarial=adv.detach())
         return s.adversarial_weight * adv
