@@ -161,8 +161,8 @@ def train_config(args, name: str, run_dir: Path, minutes: float, mark: float):
 
 
 def rewind(run_dir: Path, step: int) -> None:
-    """Drop checkpoints past `step` (a segment cut short before its mark was evaluated), so the
-    next segment starts exactly at the last evaluated mark."""
+    """Drop checkpoints past `step` (the last evaluated mark, or under the steps clock the next
+    mark's step count), so the next segment starts exactly where its mark expects."""
     from wordcanvas.train.checkpoint import step_folders
 
     if step == 0:
@@ -172,7 +172,7 @@ def rewind(run_dir: Path, step: int) -> None:
         return
     for folder in step_folders(run_dir / "checkpoints"):
         if int(folder.name.split("-")[1]) > step:
-            print(f"{run_dir}: removing {folder.name}, past the last evaluated mark (step {step})", file=sys.stderr)
+            print(f"{run_dir}: removing {folder.name}, past step {step}", file=sys.stderr)
             shutil.rmtree(folder)
 
 
@@ -513,7 +513,13 @@ def main(argv=None) -> int:
         run_dir = args.runs / name
         done = {mk["minutes"] for mk in model["marks"]}
         if model["marks"] or not args.adopt:
-            rewind(run_dir, model["marks"][-1]["step"] if model["marks"] else 0)
+            keep_until = model["marks"][-1]["step"] if model["marks"] else 0
+            pending = [m for m in args.marks if m not in done]
+            if args.clock == "steps" and keep_until and pending:
+                # a step budget does not depend on how the steps were timed: a segment cut short
+                # (SIGTERM, a machine going away) continues exactly from its newest checkpoint
+                keep_until = budget_steps(args, name, pending[0])
+            rewind(run_dir, keep_until)
         previous = max(done, default=0.0)
         for minutes in args.marks:
             if minutes in done:
