@@ -340,6 +340,10 @@ def captioned_mnist_lines(results: dict) -> list[str]:
         lines.append(f"- {name} ({model['marks'][-1]['minutes']:g} min): digits {digit:.1%}, placed {placed:.1%}"
                      + (f", relation {per['relation']['accuracy']:.1%}" if "relation" in per else "")
                      + f" -> {'met' if met else 'not met'}")
+        kinds = model["marks"][-1]["eval"]["main"]["probe"].get("all_correct_by_kind")
+        if kinds:
+            lines.append("  all-correct by kind of caption: " + ", ".join(
+                f"{kind} {v['all_correct']:.1%} (n = {v['count']})" for kind, v in kinds.items()))
     return lines
 
 

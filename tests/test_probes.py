@@ -120,6 +120,11 @@ def test_judge_cells_checks_binding_count_and_relation():
     s = score_predictions(preds, [Prompt("", l) for l, _, _ in cases], "cells")
     assert s["all_correct"] == pytest.approx(3 / 8)
     assert s["per_attribute"]["relation"] == {"accuracy": 0.5, "count": 2}
+    # by kind, from the table's last column: cases 0, 1, 2, 6 name two cells (2 of 4 right), 3 and 4 a
+    # relation (1 of 2), 5 and 7 one digit (none right)
+    assert s["all_correct_by_kind"] == {"two digits in named cells": {"all_correct": 0.5, "count": 4},
+                                        "two digits in a relation": {"all_correct": 0.5, "count": 2},
+                                        "one digit": {"all_correct": 0.0, "count": 2}}
 
 
 # ---------------------------------------------------------------- R-precision
@@ -307,3 +312,14 @@ def test_evaluate_refuses_a_non_positive_truncation(capsys):
     assert main(["evaluate", "--model", "fashion-mnist", "--data", "fashion-mnist", "--truncation", "0",
                  "--n", "8", "--no-progress"]) != 0
     assert "--truncation must be positive" in capsys.readouterr().err
+
+
+def test_evaluation_report_lists_all_correct_by_kind():
+    from wordcanvas.metrics.evaluate import to_markdown
+
+    probe = {"all_correct": 0.5, "per_attribute": {"digit1": {"accuracy": 1.0, "count": 2}},
+             "all_correct_by_kind": {"one digit": {"all_correct": 1.0, "count": 1},
+                                     "two digits in a relation": {"all_correct": 0.0, "count": 1}}}
+    text = to_markdown({"dataset": "captioned-mnist", "kind": "generator", "n": 2, "protocol": "p", "probe": probe})
+    assert "| probe: all right, one digit (n=1) | 1 |" in text
+    assert "| probe: all right, two digits in a relation (n=1) | 0 |" in text

@@ -308,6 +308,8 @@ def to_markdown(result: dict) -> str:
         real_attr = ceiling.get("per_attribute", {})
         lines.append(f"| probe: all attributes right | {_fmt(result['probe']['all_correct'])} | "
                      f"real {_fmt(ceiling.get('all_correct'))} |")
+        for name, v in result["probe"].get("all_correct_by_kind", {}).items():
+            lines.append(f"| probe: all right, {name} (n={v['count']}) | {_fmt(v['all_correct'])} | |")
         for name, v in result["probe"]["per_attribute"].items():
             lines.append(f"| probe: {name} (n={v['count']}) | {_fmt(v['accuracy'])} | "
                          f"real {_fmt(real_attr.get(name))} |")

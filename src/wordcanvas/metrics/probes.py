@@ -209,6 +209,14 @@ def judge_cells(grid: list[int], labels: dict[str, int]) -> tuple[dict[str, bool
     return out, scene(grid) in allowed_scenes(labels)
 
 
+def prompt_kind(labels: dict[str, int]) -> str:
+    """Which kind of captioned-MNIST prompt the labels belong to: the kinds differ in difficulty
+    (one digit in its cell is far easier than two bound to theirs), so scores are also read apart."""
+    if labels.get("digit2", -1) < 0:
+        return "one digit"
+    return "two digits in named cells" if labels.get("pos2", -1) >= 0 else "two digits in a relation"
+
+
 def judge_labels(pred: dict[str, int], labels: dict[str, int]) -> tuple[dict[str, bool], bool]:
     """One verdict per mentioned label (value >= 0) that the probe has a head for; all-correct = all of them."""
     out = {k: int(pred[k]) == int(v) for k, v in labels.items() if v >= 0 and k in pred}
@@ -225,20 +233,28 @@ def score_predictions(predictions: dict[str, torch.Tensor], prompts: list[Prompt
         raise ValueError(f"{n} prompts but predictions for {[len(v) for v in predictions.values()]} images")
     rows = {k: v.tolist() for k, v in predictions.items()}
     right, seen, all_right = Counter(), Counter(), 0
+    kind_n, kind_right = Counter(), Counter()
     for i, prompt in enumerate(prompts):
         if scheme == "cells":
             verdicts, ok = judge_cells([rows[f"cell{c}"][i] for c in range(CELLS)], prompt.labels)
+            kind = prompt_kind(prompt.labels)
+            kind_n[kind] += 1
+            kind_right[kind] += bool(ok)
         else:
             verdicts, ok = judge_labels({k: v[i] for k, v in rows.items()}, prompt.labels)
         for name, good in verdicts.items():
             seen[name] += 1
             right[name] += bool(good)
         all_right += bool(ok)
-    return {
+    out = {
         "n": n,
         "all_correct": all_right / n if n else float("nan"),
         "per_attribute": {k: {"accuracy": right[k] / seen[k], "count": seen[k]} for k in sorted(seen)},
     }
+    if kind_n:  # "cells": all-correct per kind of prompt (see prompt_kind)
+        out["all_correct_by_kind"] = {k: {"all_correct": kind_right[k] / kind_n[k], "count": kind_n[k]}
+                                      for k in sorted(kind_n)}
+    return out
 
 
 def probe_scores(probe: Probe, images: torch.Tensor, prompts: list[Prompt], batch_size: int = 256) -> dict:
