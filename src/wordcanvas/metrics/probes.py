@@ -224,7 +224,8 @@ def judge_labels(pred: dict[str, int], labels: dict[str, int]) -> tuple[dict[str
 
 
 def score_predictions(predictions: dict[str, torch.Tensor], prompts: list[Prompt], scheme: str = "labels") -> dict:
-    """Aggregate verdicts: per-attribute accuracy over the prompts that mention it, and the all-correct rate.
+    """Aggregate verdicts: per-attribute accuracy over the prompts that mention it, and the all-correct rate
+    (for the "cells" scheme also per kind of prompt, `all_correct_by_kind`).
 
     predictions: {head: LongTensor (N,)} (as `Probe.predict` returns), row i judged against prompts[i].
     """
