@@ -20,8 +20,8 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from wordcanvas.models.base import PretrainedModel
-from wordcanvas.models.layers import (Affine, CrossAttention, DownBlock, TextProjection, UpBlock, channels_at,
-                                      check_resolution, lrelu)
+from wordcanvas.models.layers import (Affine, CrossAttention, DownBlock, TextProjection, TokenPool, UpBlock,
+                                      channels_at, check_resolution, lrelu)
 from wordcanvas.text.base import TextEmbedding
 
 
@@ -39,6 +39,9 @@ class GeneratorConfig:
     attn_heads: int = 4                         # heads per cross-attention layer
     attn_positions: bool = False                # learned position vectors in the cross-attention queries, so
                                                 # places can look for the tokens that name them
+    token_pool: int = 0                         # > 0: add to the pooled text an attention pooling of the tokens
+                                                # by this many learned queries (TokenPool: keeps which word goes
+                                                # with which); 0 = the encoder's pooled vector only
     output: str = "linear"                      # "linear": raw while training, clamped to [-1, 1] in eval mode
                                                 # (no saturation to get stuck in); "tanh" as in DF-GAN
 
@@ -59,6 +62,7 @@ class Generator(PretrainedModel):
         width = lambda size: channels_at(c.resolution, size, c.ngf, c.max_channels)  # noqa: E731
         self.text_proj = TextProjection(c.text_dim, c.cond_dim)
         self.token_proj = TextProjection(c.text_dim, c.cond_dim) if c.attn_resolutions else None
+        self.token_pool = TokenPool(c.text_dim, c.cond_dim, c.token_pool) if c.token_pool > 0 else None
         self.fc = nn.Linear(c.z_dim, width(4) * 16)
         cond = c.z_dim + c.cond_dim
         self.sizes = [4 * 2 ** (i + 1) for i in range(c.resolution.bit_length() - 3)]  # 8, 16, ..., resolution
@@ -71,7 +75,7 @@ class Generator(PretrainedModel):
     def forward(self, z: torch.Tensor, text: TextEmbedding) -> torch.Tensor:
         """z (B, z_dim), text for B captions -> images (B, C, H, W), in [-1, 1] except for the raw
         training output of output="linear"."""
-        cond = torch.cat([z, self.text_proj(text.pooled)], dim=1)
+        cond = torch.cat([z, text_condition(self, text)], dim=1)
         tokens = self.token_proj(text.tokens) if self.token_proj is not None else None
         x = self.fc(z).view(z.shape[0], -1, 4, 4)
         for size, block in zip(self.sizes, self.blocks):
@@ -86,6 +90,13 @@ class Generator(PretrainedModel):
     def sample_noise(self, n: int, generator: torch.Generator | None = None, truncation: float | None = None,
                      mode: str = "resample", device=None) -> torch.Tensor:
         return sample_noise(n, self.config.z_dim, generator, truncation, mode, device or self.fc.weight.device)
+
+
+def text_condition(model: nn.Module, text: TextEmbedding) -> torch.Tensor:
+    """A generator's caption vector: the projected pooled embedding, plus the attention-pooled
+    tokens where the model has a `token_pool`."""
+    cond = model.text_proj(text.pooled)
+    return cond if model.token_pool is None else cond + model.token_pool(text.tokens, text.mask)
 
 
 def sample_noise(n: int, z_dim: int, generator: torch.Generator | None = None, truncation: float | None = None,
@@ -122,6 +133,9 @@ class GANCLSConfig:
     attn_heads: int = 4                     # heads per cross-attention layer
     attn_positions: bool = False            # learned position vectors in the cross-attention queries, so
                                             # places can look for the tokens that name them
+    token_pool: int = 0                     # > 0: add to the projected pooled text an attention pooling of
+                                            # the tokens by this many learned queries (TokenPool); the first
+                                            # transposed convolution then draws each query's slot in place
 
     def __post_init__(self):
         check_resolution(self.resolution)
@@ -156,6 +170,7 @@ class GANCLSGenerator(PretrainedModel):
         self.to_rgb = nn.ConvTranspose2d(widths[-1], c.channels, 4, 2, 1)
         self.sizes = [4 * 2 ** i for i in range(n_up)]
         self.token_proj = TextProjection(c.text_dim, c.cond_dim) if c.attn_resolutions else None
+        self.token_pool = TokenPool(c.text_dim, c.cond_dim, c.token_pool) if c.token_pool > 0 else None
         self.attn = nn.ModuleDict({str(s): CrossAttention(w, c.cond_dim, c.attn_heads,
                                                           positions=s if c.attn_positions else 0)
                                    for s, w in zip(self.sizes, widths) if s in c.attn_resolutions})
@@ -163,7 +178,7 @@ class GANCLSGenerator(PretrainedModel):
             nn.init.normal_(m.weight, 0.0, 0.02)  # DCGAN initialisation
 
     def forward(self, z: torch.Tensor, text: TextEmbedding) -> torch.Tensor:
-        cond = torch.cat([z, lrelu(self.text_proj(text.pooled))], dim=1)
+        cond = torch.cat([z, lrelu(text_condition(self, text))], dim=1)
         tokens = self.token_proj(text.tokens) if self.token_proj is not None else None
         x = cond[:, :, None, None]
         for size, conv, norm, affine in zip(self.sizes, self.convs, self.norms, self.affines):
@@ -190,6 +205,9 @@ class DiscriminatorConfig:
                                   # position, what the caption's tokens say about that place, instead of every
                                   # region getting the same pooled caption (so "a 3 on the left and a 7 on the
                                   # right" and its swap give the left regions different text)
+    token_pool: int = 0           # > 0: the text the matching head judges by adds an attention pooling of the
+                                  # caption's tokens by this many learned queries (TokenPool), so a caption
+                                  # and its swap differ there; 0 = the pooled caption only
     residual_gain: float = 1.0    # initial gate of each residual path (DF-GAN: 0; 1 learned faster, steadier in short runs)
     trunk: str = "resnet"         # "resnet" (DF-GAN residual blocks) or "dcgan" (strided 4x4 convolutions, LeakyReLU,
                                   # no normalisation: cheaper; pairs with the GAN-CLS generator)
@@ -254,6 +272,8 @@ class Discriminator(PretrainedModel):
                 self.region_text = CrossAttention(c.cond_dim, c.cond_dim, heads=4, positions=4)
         else:
             self.text_proj = TextProjection(c.text_dim, feat)
+        self.token_pool = (TokenPool(c.text_dim, self.text_proj.proj.out_features, c.token_pool)
+                           if c.token_pool > 0 else None)
         if c.contrastive_dim > 0:
             self.contrastive_image = nn.Linear(feat * (16 if c.contrastive_pool == "flatten" else 1), c.contrastive_dim)
             self.contrastive_text = TextProjection(c.text_dim, c.contrastive_dim)
@@ -261,6 +281,11 @@ class Discriminator(PretrainedModel):
             self.word_regions = nn.Linear(feat, c.word_dim)
             self.word_positions = nn.Parameter(torch.randn(16, c.word_dim) * 0.02)  # one per 4x4 region
             self.word_tokens = TextProjection(c.text_dim, c.word_dim)
+
+    @property
+    def reads_tokens(self) -> bool:
+        """Whether the matching head needs the captions' token states, not only the pooled vectors."""
+        return self.config.cond_tokens or self.config.token_pool > 0
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.from_rgb(images))
@@ -271,9 +296,13 @@ class Discriminator(PretrainedModel):
         """Logits from image features and pooled text (raw, or already passed through `standardize`:
         the matching-aware gradient penalty differentiates with respect to the standardised text, so
         its strength does not depend on the encoder's scale). text: the same captions, whose token
-        states and mask are read where `cond_tokens` is on (and ignored otherwise)."""
+        states and mask are read where `cond_tokens` or `token_pool` is on (and ignored otherwise)."""
         uncond = self.uncond_head(features).flatten()
         t = self.text_proj(pooled, standardized)
+        if self.token_pool is not None:
+            if text is None:
+                raise ValueError("this discriminator reads the caption's tokens (token_pool); pass the text")
+            t = t + self.token_pool(text.tokens.to(t.dtype), text.mask)
         if self.config.cond_head == "concat":
             t = t[:, :, None, None].expand(-1, -1, *features.shape[2:]).contiguous()
             if self.config.cond_tokens:

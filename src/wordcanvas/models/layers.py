@@ -192,6 +192,32 @@ class CrossAttention(nn.Module):
         return x + out.transpose(1, 2).reshape(b, c, h, w)
 
 
+class TokenPool(nn.Module):
+    """Attention pooling of a caption's token states into one conditioning vector: each of `queries`
+    learned queries gathers, by one-head attention, what the tokens say about it, and a linear layer
+    maps the gathered slots to `out_dim`. A masked mean of the tokens (a sentence encoder's pooled
+    vector) nearly loses which word goes with which ("a 3 on the left and a 7 on the right" and its
+    swap pool alike); a query can attend to the tokens that name one place and read the digit bound
+    to them (docs/text_binding.md). The output layer starts at zero: a model begins as without it."""
+
+    def __init__(self, text_dim: int, out_dim: int, queries: int, width: int = 32):
+        super().__init__()
+        self.width = width
+        self.kv = TextProjection(text_dim, 2 * width)
+        self.queries = nn.Parameter(torch.randn(queries, width))
+        self.out = nn.Linear(queries * width, out_dim)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        k, v = self.kv(tokens).chunk(2, dim=-1)                                 # (B, T, w)
+        mask = mask.bool()
+        mask = mask | ~mask.any(dim=1, keepdim=True)  # a row with no real token attends to all (no NaN)
+        scores = torch.einsum("qw,btw->bqt", self.queries.to(k.dtype), k) / self.width ** 0.5
+        attention = scores.masked_fill(~mask[:, None, :], float("-inf")).softmax(dim=-1)
+        return self.out(torch.einsum("bqt,btw->bqw", attention, v).flatten(1))
+
+
 class DownBlock(nn.Module):
     """DF-GAN discriminator block: residual path (4x4 stride-2 conv, 3x3 conv) gated by a learned
     scalar (DF-GAN starts it at zero), plus a 1x1-conv shortcut of the average-pooled input (pooling

@@ -360,7 +360,7 @@ class GANFamily:
         pooled = standardize(text.pooled.detach().float()).requires_grad_(do_reg and s.reg == "magp")
         mismatched = roll_global(pooled, self.dist)
         # D reads each caption's tokens: the mismatched captions bring theirs too (gathered only then)
-        mis_text = roll_global_text(text, self.dist) if D.config.cond_tokens else None
+        mis_text = roll_global_text(text, self.dist) if D.reads_tokens else None
         near_miss = near_miss_text = None  # each item's near-miss caption: pooled (B, text_dim), and whole
         if s.hard_negatives > 0:
             if "contrast" not in batch:
