@@ -198,7 +198,7 @@ class TokenPool(nn.Module):
     maps the gathered slots to `out_dim`. A masked mean of the tokens (a sentence encoder's pooled
     vector) nearly loses which word goes with which ("a 3 on the left and a 7 on the right" and its
     swap pool alike); a query can attend to the tokens that name one place and read the digit bound
-    to them (docs/text_binding.md). The output layer starts at zero: a model begins as without it."""
+    to them (benchmarks/text_binding.py). The output layer starts at zero: a model begins as without it."""
 
     def __init__(self, text_dim: int, out_dim: int, queries: int, width: int = 32):
         super().__init__()
