@@ -9,13 +9,12 @@ import torch
 import torch.nn.functional as F
 
 from test_contrastive import NearMissSquares
-from test_region_text import two_sides
+from test_region_text import swap_ranking, two_sides
 from test_train_loop import HashEncoder, all_state, assert_identical, tiny_config
 from wordcanvas.models.gan import (Discriminator, DiscriminatorConfig, GANCLSConfig, GANCLSGenerator, Generator,
                                    GeneratorConfig)
 from wordcanvas.models.layers import TokenPool
 from wordcanvas.train import train
-from wordcanvas.train.gan_step import d_fake_loss, d_real_loss
 
 
 def d_config(**kw) -> DiscriminatorConfig:
@@ -63,27 +62,10 @@ def test_a_caption_without_real_tokens_pools_to_numbers():
 
 
 def test_the_discriminator_learns_to_tell_a_caption_from_its_swap():
-    """Matching-aware terms only (matching caption real, swapped caption fake): with pooled tokens the
-    head ranks the true caption above its swap on unseen images; the pooled captions are the same."""
+    """With pooled tokens the head ranks the true caption above its swap on unseen images, though
+    the two captions' pooled vectors are the same."""
     torch.manual_seed(0)
-    d = Discriminator(d_config(token_pool=4))
-    opt = torch.optim.Adam(d.parameters(), lr=1e-3, betas=(0.5, 0.999))
-    data = torch.Generator().manual_seed(0)
-    for _ in range(300):
-        images, true, swapped = two_sides(32, data)
-        features = d.features(images)
-        loss = (d_real_loss("hinge", d.heads(features, true.pooled, text=true)[1])
-                + d_fake_loss("hinge", d.heads(features, swapped.pooled, text=swapped)[1]))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    images, true, swapped = two_sides(256, torch.Generator().manual_seed(1))
-    torch.testing.assert_close(true.pooled, swapped.pooled)
-    with torch.no_grad():
-        features = d.features(images)
-        right = d.heads(features, true.pooled, text=true)[1]
-        wrong = d.heads(features, swapped.pooled, text=swapped)[1]
-    assert (right > wrong).float().mean() >= 0.9
+    assert swap_ranking(Discriminator(d_config(token_pool=4))) >= 0.9
 
 
 @pytest.mark.parametrize("token_pool, lowest", [(0, 0.1), (4, None)])
