@@ -297,17 +297,16 @@ class Discriminator(PretrainedModel):
         the matching-aware gradient penalty differentiates with respect to the standardised text, so
         its strength does not depend on the encoder's scale). text: the same captions, whose token
         states and mask are read where `cond_tokens` or `token_pool` is on (and ignored otherwise)."""
+        if self.reads_tokens and text is None:
+            used = [name for name in ("cond_tokens", "token_pool") if getattr(self.config, name)]
+            raise ValueError(f"this discriminator reads the caption's tokens ({', '.join(used)}); pass the text")
         uncond = self.uncond_head(features).flatten()
         t = self.text_proj(pooled, standardized)
         if self.token_pool is not None:
-            if text is None:
-                raise ValueError("this discriminator reads the caption's tokens (token_pool); pass the text")
             t = t + self.token_pool(text.tokens.to(t.dtype), text.mask)
         if self.config.cond_head == "concat":
             t = t[:, :, None, None].expand(-1, -1, *features.shape[2:]).contiguous()
             if self.config.cond_tokens:
-                if text is None:
-                    raise ValueError("this discriminator reads the caption's tokens (cond_tokens); pass the text")
                 # the plain attention kernel: the matching-aware penalty differentiates through it twice
                 with sdpa_kernel(SDPBackend.MATH):
                     t = self.region_text(t, self.region_tokens(text.tokens.to(t.dtype)), text.mask)
