@@ -206,3 +206,46 @@ def test_hard_negatives_are_what_the_discriminator_sees_as_mismatched(tmp_path):
     result = train(tiny_config(tmp_path / "loop", steps=2, model={**model, "hard_negatives": 1.0}), dataset=data,
                    encoder=encoder)
     assert result.step == 2 and "contrast" not in data[0]
+
+
+class ManyNearMissSquares(ColourSquares):
+    """Colour squares with five near misses each: every other colour."""
+
+    def contrast_captions(self, i):
+        return [f"a {NAMES[(i + k) % 6]} square" for k in range(1, 6)]
+
+
+def test_mined_near_misses_are_the_candidates_the_discriminator_finds_most_plausible(tmp_path):
+    """With hard_negative_pool = k each item brings k distinct near misses (none true, in item order
+    in the batch), and D's mismatched term sees, per item, the one whose matching logit on the real
+    image is highest (checked against D's logits for every candidate computed apart, before the
+    update). A pool larger than an item's near misses repeats them; a pool below 1 is refused."""
+    from wordcanvas.models.layers import standardize
+    from wordcanvas.train.gan_step import GANFamily
+    from wordcanvas.train.loop import Dist, _collate
+
+    encoder, data, k = HashEncoder(), ManyNearMissSquares(n=16), 3
+    items = [data.item(i, near_miss=k) for i in range(8)]
+    for i, item in enumerate(items):
+        assert len(set(item["contrast"])) == k and not set(item["contrast"]) & set(data.captions(i))
+    assert sorted(set(data.item(0, near_miss=7)["contrast"])) == sorted(data.contrast_captions(0))
+    batch = _collate(items)
+    assert batch["contrast"] == [c for item in items for c in item["contrast"]]
+    model = {"arch": "gan-cls", "generator": {"ngf": 8, "z_dim": 8, "cond_dim": 8}, "augment": "", "reg": "none",
+             "discriminator": {"ndf": 8, "max_channels": 32, "cond_head": "projection"},
+             "hard_negatives": 1.0, "hard_negative_pool": k}
+    torch.manual_seed(0)
+    fam = GANFamily(tiny_config(tmp_path / "run", model=model), data, encoder, torch.device("cpu"), Dist())
+    assert fam.wants_near_misses == k
+    with torch.no_grad():
+        best = []
+        for i, item in enumerate(items):
+            logits = fam.D.heads(fam.D.features(batch["image"][i:i + 1]).expand(k, -1, -1, -1),
+                                 standardize(encoder.encode(item["contrast"]).pooled), standardized=True)[1]
+            best.append(logits.max())
+    stats = fam.step(batch, 0)
+    assert stats["d_mismatch"].item() == pytest.approx(torch.stack(best).mean().item(), rel=1e-5)
+    with pytest.raises(ValueError, match="hard_negative_pool must be a whole number >= 1"):
+        GANSettings(hard_negative_pool=0)
+    result = train(tiny_config(tmp_path / "loop", steps=2, model=model), dataset=data, encoder=encoder)
+    assert result.step == 2

@@ -63,16 +63,20 @@ class CaptionedDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         return self.item(i)
 
-    def item(self, i: int, near_miss: bool = False) -> dict:
-        """Image, one drawn caption and labels of item i; with near_miss, also one drawn near-miss
-        caption as "contrast" (what training with hard negatives asks the loader for)."""
+    def item(self, i: int, near_miss: int = 0) -> dict:
+        """Image, one drawn caption and labels of item i; with near_miss = k >= 1, also near-miss
+        captions as "contrast" (what training with hard negatives asks the loader for): one drawn
+        caption for k = 1, a list of k distinct ones for k > 1 (repeating only when the item has fewer)."""
         caps = self.captions(i)
         g = torch.Generator().manual_seed(hash((self.seed, self.epoch, int(i))) & 0x7FFFFFFF)
         caption = caps[int(torch.randint(len(caps), (1,), generator=g))]
         drawn = {"image": self.image(i), "caption": caption, "labels": self.labels(i)}
         contrasts = self.contrast_captions(i) if near_miss else []
-        if contrasts:
+        if contrasts and near_miss == 1:
             drawn["contrast"] = contrasts[int(torch.randint(len(contrasts), (1,), generator=g))]
+        elif contrasts:
+            picks = torch.cat([torch.randperm(len(contrasts), generator=g) for _ in range(-(-near_miss // len(contrasts)))])
+            drawn["contrast"] = [contrasts[int(k)] for k in picks[:near_miss]]
         return drawn
 
     def class_phrases(self, label: str) -> list[list[str]]:

@@ -175,7 +175,7 @@ class CelebA(CaptionedDataset):
         attrs = self.labels(i)
         return [caption(attrs, rng, self.caption_set, color_beards=False)[0] for _ in range(self.captions_per_image)]
 
-    def item(self, i: int, near_miss: bool = False) -> dict:
+    def item(self, i: int, near_miss: int = 0) -> dict:
         # A file that breaks after the construction check is skipped for the next good one;
         # the base class then takes image, caption and labels from that same picture.
         if not -len(self) <= i < len(self):

@@ -7,7 +7,8 @@ from torch.utils.data import DataLoader, Dataset
 
 def collate(items: list[dict]) -> dict:
     """Batch items {image, caption, labels[, contrast]}: images (B,C,H,W), captions list[str], labels
-    {name: (B,)}, and contrast (a hard-negative caption per item, list[str]) when every item has one.
+    {name: (B,)}, and contrast (hard-negative captions, list[str]: one per item, or k per item in item
+    order when each item brings a list of k) when every item has them.
 
     A label missing from some items (mixed datasets) is -1 there, the 'unknown' value.
     """
@@ -18,7 +19,8 @@ def collate(items: list[dict]) -> dict:
         "labels": {k: torch.tensor([item["labels"].get(k, -1) for item in items], dtype=torch.long) for k in names},
     }
     if items and all("contrast" in item for item in items):  # hard-negative captions, where every item has one
-        batch["contrast"] = [item["contrast"] for item in items]
+        batch["contrast"] = [c for item in items for c in
+                             (item["contrast"] if isinstance(item["contrast"], list) else [item["contrast"]])]
     return batch
 
 

@@ -238,6 +238,10 @@ class GANSettings:
                                             # miss (data's contrast_captions: digits swapped, one moved...) instead
                                             # of another item's caption; with contrastive > 0 the near miss is also
                                             # one more negative for each image (D's real, G's fake); 0 = off
+    hard_negative_pool: int = 1             # near-miss candidates per item; > 1: D is shown the one its matching
+                                            # head finds most plausible on the real image (hard-negative mining),
+                                            # so the kinds it cannot yet tell apart (two digits swapped) keep
+                                            # coming back until it can, instead of 1 draw in 7
     truncation: float | None = None         # noise truncation for sample grids, evaluation and export
     truncation_mode: str = "resample"       # "resample" (redraw |z| > t) or "scale" (z * t)
     standing_stats: int = 16                # batches that re-estimate the EMA generator's BatchNorm statistics
@@ -257,6 +261,8 @@ class GANSettings:
                              f"{self.contrastive}, {self.word_contrastive} and {self.contrastive_temperature}")
         if not 0 <= self.hard_negatives <= 1:
             raise ValueError(f"hard_negatives must be in [0, 1], got {self.hard_negatives}")
+        if int(self.hard_negative_pool) != self.hard_negative_pool or self.hard_negative_pool < 1:
+            raise ValueError(f"hard_negative_pool must be a whole number >= 1, got {self.hard_negative_pool}")
         if self.contrastive > 0 and self.discriminator.get("contrastive_dim", 1) <= 0:
             raise ValueError("contrastive > 0 needs a contrastive head: discriminator.contrastive_dim must be > 0")
         if self.word_contrastive > 0 and self.discriminator.get("word_dim", 1) <= 0:
@@ -297,7 +303,8 @@ class GANFamily:
         self.augment = parse_policy(s.augment)
         self.amp = cfg.amp and device.type == "cuda"
         self.dataset = dataset  # captions for the standing statistics
-        self.wants_near_misses = s.hard_negatives > 0  # the loader brings each item's near-miss caption
+        # the loader brings each item's near-miss captions: the candidates mining picks from
+        self.wants_near_misses = int(s.hard_negative_pool) if s.hard_negatives > 0 else 0
 
     # the loop's view of the family
     @property
@@ -335,6 +342,22 @@ class GANFamily:
     def run_d(self, images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         return self.D.features(diff_augment(images, self.augment, g) if self.augment else images)
 
+    @torch.no_grad()
+    def hardest_near_misses(self, real: torch.Tensor, text: TextEmbedding, candidates: TextEmbedding,
+                            g: BatchRandom) -> TextEmbedding:
+        """Of k near-miss captions per item (item-major), the one whose matching logit on the item's
+        real image is highest: the near miss D currently finds most plausible."""
+        b, D = len(text), self.D
+        k = len(candidates) // b
+        if k * b != len(candidates):
+            raise ValueError(f"{len(candidates)} near-miss captions for {b} items: expected the same number per item")
+        with self.autocast():
+            features = D.features(real)  # un-augmented: the choice should not depend on the augmentation draw
+            _, logits = D.heads(features.repeat_interleave(k, dim=0), standardize(candidates.pooled.float()),
+                                standardized=True, text=candidates if D.reads_tokens else None)
+        pick = logits.float().view(b, k).argmax(dim=1) + torch.arange(b, device=logits.device) * k
+        return candidates[pick]
+
     def step(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
         """One D and one G update. Every draw is per sample and the mismatched caption comes from the
         global batch, so gradients averaged over processes equal one process's on the global batch
@@ -367,6 +390,8 @@ class GANFamily:
                 raise ValueError("hard_negatives > 0 needs a dataset that writes near-miss captions "
                                  "(contrast_captions; built in: captioned-mnist, toy-faces)")
             near_miss_text = embed_texts(self.encoder, batch["contrast"], self.device)
+            if len(near_miss_text) != b:  # k candidates per item: D's most plausible one is the near miss
+                near_miss_text = self.hardest_near_misses(real.detach(), text, near_miss_text, g)
             near_miss = near_miss_text.pooled.detach().float()
             use = g.rand(b, device=self.device) < s.hard_negatives
             mismatched = torch.where(use[:, None], standardize(near_miss), mismatched)

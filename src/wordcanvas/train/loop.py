@@ -10,7 +10,7 @@ when it brings its own data) and offering:
     optimizers: dict[str, Optimizer]       saved in training_state.pt
     ema_pairs: list[(live, ema)]           updated here after each step
     uses_text: bool                        whether a text encoder is needed
-    wants_near_misses: bool (optional)     items carry a near-miss caption ("contrast", data.base.item)
+    wants_near_misses: int (optional)      near-miss captions each item carries ("contrast", data.base.item)
     step(batch, step) -> dict[str, tensor] one optimisation step (gradients synced via dist.sync_grads)
     generate(prompts, seed) -> images      one image per prompt (str or data.base.Prompt)
     sample(prompts, n, seed) -> images     n images per prompt, prompt-major
@@ -199,9 +199,9 @@ class _Batches:
 
 class _EpochView(Dataset):
     """Items addressed by (epoch, index): sets the dataset's epoch (caption draws) even inside workers;
-    with near_misses, each item also carries its near-miss caption."""
+    with near_misses = k > 0, each item also carries k near-miss captions (one string for k = 1)."""
 
-    def __init__(self, dataset, near_misses: bool = False):
+    def __init__(self, dataset, near_misses: int = 0):
         self.dataset, self.near_misses = dataset, near_misses
 
     def __len__(self) -> int:
@@ -211,7 +211,7 @@ class _EpochView(Dataset):
         epoch, i = key
         if getattr(self.dataset, "epoch", None) != epoch and hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)
-        return self.dataset.item(i, near_miss=True) if self.near_misses else self.dataset[i]
+        return self.dataset.item(i, near_miss=self.near_misses) if self.near_misses else self.dataset[i]
 
 
 def _collate(items: list[dict]) -> dict:
@@ -622,7 +622,7 @@ def train(cfg: TrainConfig, *, dataset=None, encoder=None, evaluator: Evaluator 
 
     def make_loader(start: int) -> DataLoader:
         # near misses only from datasets that write them (the family refuses a batch without them)
-        near_misses = getattr(fam, "wants_near_misses", False) and hasattr(dataset, "item")
+        near_misses = int(getattr(fam, "wants_near_misses", 0)) if hasattr(dataset, "item") else 0
         return DataLoader(_EpochView(dataset, near_misses), batch_sampler=_Batches(order, start, end_step),
                           collate_fn=_collate, num_workers=cfg.workers, pin_memory=device.type == "cuda",
                           generator=torch.Generator().manual_seed(cfg.seed))  # not the global RNG
