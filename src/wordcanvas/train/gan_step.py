@@ -241,7 +241,7 @@ class GANSettings:
     hard_negative_pool: int = 1             # near-miss candidates per item; > 1: D is shown the one its matching
                                             # head finds most plausible on the real image (hard-negative mining),
                                             # so the kinds it cannot yet tell apart (two digits swapped) keep
-                                            # coming back until it can, instead of 1 draw in 7
+                                            # coming back until it can (captioned MNIST: a swap is 1 draw in 7)
     truncation: float | None = None         # noise truncation for sample grids, evaluation and export
     truncation_mode: str = "resample"       # "resample" (redraw |z| > t) or "scale" (z * t)
     standing_stats: int = 16                # batches that re-estimate the EMA generator's BatchNorm statistics
@@ -343,11 +343,10 @@ class GANFamily:
         return self.D.features(diff_augment(images, self.augment, g) if self.augment else images)
 
     @torch.no_grad()
-    def hardest_near_misses(self, real: torch.Tensor, text: TextEmbedding, candidates: TextEmbedding,
-                            g: BatchRandom) -> TextEmbedding:
+    def hardest_near_misses(self, real: torch.Tensor, candidates: TextEmbedding) -> TextEmbedding:
         """Of k near-miss captions per item (item-major), the one whose matching logit on the item's
         real image is highest: the near miss D currently finds most plausible."""
-        b, D = len(text), self.D
+        b, D = len(real), self.D
         k = len(candidates) // b
         if k * b != len(candidates):
             raise ValueError(f"{len(candidates)} near-miss captions for {b} items: expected the same number per item")
@@ -391,7 +390,7 @@ class GANFamily:
                                  "(contrast_captions; built in: captioned-mnist, toy-faces)")
             near_miss_text = embed_texts(self.encoder, batch["contrast"], self.device)
             if len(near_miss_text) != b:  # k candidates per item: D's most plausible one is the near miss
-                near_miss_text = self.hardest_near_misses(real.detach(), text, near_miss_text, g)
+                near_miss_text = self.hardest_near_misses(real.detach(), near_miss_text)
             near_miss = near_miss_text.pooled.detach().float()
             use = g.rand(b, device=self.device) < s.hard_negatives
             mismatched = torch.where(use[:, None], standardize(near_miss), mismatched)
