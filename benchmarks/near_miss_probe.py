@@ -110,7 +110,7 @@ def load_run(spec: str):
 
 def probe(generator, discriminator, encoder, items: list, seed: int) -> dict:
     """Per near-miss kind: how often the true caption's matching logit beats the near miss's, on the
-    real images and on the generator's images for the true caption."""
+    real images and (unless generator is None) on the generator's images for the true caption."""
     import torch
 
     from wordcanvas.models.layers import standardize
@@ -124,12 +124,14 @@ def probe(generator, discriminator, encoder, items: list, seed: int) -> dict:
 
     real = torch.stack([image for image, _, _ in items])
     true = [caption for _, caption, _ in items]
-    with torch.no_grad():
-        noise = generator.sample_noise(len(items), torch.Generator().manual_seed(seed))
-        fake = torch.cat([generator(noise[i:i + 100], encoder.encode(true[i:i + 100]))
-                          for i in range(0, len(items), 100)])
+    sets = [("real", real)]
+    if generator is not None:
+        with torch.no_grad():
+            noise = generator.sample_noise(len(items), torch.Generator().manual_seed(seed))
+            sets.append(("generated", torch.cat([generator(noise[i:i + 100], encoder.encode(true[i:i + 100]))
+                                                 for i in range(0, len(items), 100)])))
     out = {}
-    for name, images in (("real", real), ("generated", fake)):
+    for name, images in sets:
         base = logits(images, true)
         for kind in items[0][2]:
             keep = [i for i, (_, _, wrong) in enumerate(items) if kind in wrong]
