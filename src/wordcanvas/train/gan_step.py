@@ -25,6 +25,7 @@ from torch import nn
 from wordcanvas.data.base import Prompt
 from wordcanvas.models.gan import (DCGANConfig, DCGANDiscriminator, DCGANGenerator, Discriminator,
                                    DiscriminatorConfig, GANCLSConfig, GANCLSGenerator, Generator, GeneratorConfig)
+from wordcanvas.models.captioner import Captioner, CaptionerConfig, build_vocabulary
 from wordcanvas.models.layers import standardize
 from wordcanvas.text.base import TextEmbedding
 from wordcanvas.train.augment import BatchRandom, diff_augment, parse_policy
@@ -242,6 +243,13 @@ class GANSettings:
                                             # head finds most plausible on the real image (hard-negative mining),
                                             # so the kinds it cannot yet tell apart (two digits swapped) keep
                                             # coming back until it can (captioned MNIST: a swap is 1 draw in 7)
+    captioner: float = 0.0                  # weight of the re-description term (MirrorGAN): a small captioner,
+                                            # trained alongside on the real images only (never on G's), scores how
+                                            # well each caption can be read back from G's image; G minimises its
+                                            # per-word negative log-likelihood. It learns from every word, so it
+                                            # sees which digit is where, which matching heads miss; 0 = off
+    captioner_config: dict = field(default_factory=dict)  # CaptionerConfig fields (width, dim, layers, heads)
+    captioner_lr: float = 3e-4              # the captioner's Adam learning rate
     truncation: float | None = None         # noise truncation for sample grids, evaluation and export
     truncation_mode: str = "resample"       # "resample" (redraw |z| > t) or "scale" (z * t)
     standing_stats: int = 16                # batches that re-estimate the EMA generator's BatchNorm statistics
@@ -256,6 +264,11 @@ class GANSettings:
             raise ValueError(f"reg must be 'magp', 'r1', 'wgan-gp' or 'none', got {self.reg!r}")
         parse_policy(self.augment)
         self.reg_every = max(1, int(self.reg_every))
+        if self.captioner < 0 or self.captioner_lr <= 0:
+            raise ValueError(f"captioner must be >= 0 and captioner_lr > 0, got {self.captioner} and {self.captioner_lr}")
+        reserved = {"vocabulary", "resolution", "channels"} & set(self.captioner_config)
+        if reserved:
+            raise ValueError(f"captioner_config sets {sorted(reserved)}: these come from the dataset")
         if self.contrastive < 0 or self.word_contrastive < 0 or self.contrastive_temperature <= 0:
             raise ValueError("contrastive and word_contrastive must be >= 0 and contrastive_temperature > 0, got "
                              f"{self.contrastive}, {self.word_contrastive} and {self.contrastive_temperature}")
@@ -300,6 +313,12 @@ class GANFamily:
         g_params = list(self.G.parameters()) + (list(encoder.parameters()) if self.trainable else [])
         self.opt_g = torch.optim.Adam(g_params, lr=lr, betas=betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=lr_d, betas=betas)
+        self.captioner = self.opt_c = None
+        if s.captioner > 0:  # the vocabulary is every word of the training captions: the same on resume
+            vocabulary = build_vocabulary(c for i in range(len(dataset)) for c in dataset.captions(i))
+            self.captioner = Captioner(CaptionerConfig(vocabulary=vocabulary, resolution=cfg.resolution,
+                                                       channels=dataset.channels, **s.captioner_config)).to(device)
+            self.opt_c = torch.optim.Adam(self.captioner.parameters(), lr=s.captioner_lr)
         self.augment = parse_policy(s.augment)
         self.amp = cfg.amp and device.type == "cuda"
         self.dataset = dataset  # captions for the standing statistics
@@ -314,11 +333,16 @@ class GANFamily:
             mods["generator_ema"] = self.G_ema
         if self.trainable:
             mods["encoder"] = self.encoder
+        if self.captioner is not None:
+            mods["captioner"] = self.captioner
         return mods
 
     @property
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"generator": self.opt_g, "discriminator": self.opt_d}
+        opts = {"generator": self.opt_g, "discriminator": self.opt_d}
+        if self.opt_c is not None:
+            opts["captioner"] = self.opt_c
+        return opts
 
     @property
     def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
@@ -436,6 +460,17 @@ class GANFamily:
         stats.update(loss_d=loss_d.detach(), d_real=m_real.detach().mean(), d_fake=m_fake.detach().mean(),
                      d_mismatch=m_mis.detach().mean())
 
+        if self.captioner is not None:  # learns to read the captions back from real images only
+            C = self.captioner.requires_grad_(True)
+            with self.autocast():
+                loss_c = C.nll(real.detach().float(), captions, per_word=True).mean()
+            self.opt_c.zero_grad(set_to_none=True)
+            loss_c.backward()
+            self.dist.sync_grads([C])
+            self.opt_c.step()
+            C.requires_grad_(False)
+            stats["captioner_real"] = loss_c.detach()
+
         # Generator (and a trainable text encoder, through the embeddings it produces).
         D.requires_grad_(False)
         text = text_g
@@ -455,6 +490,10 @@ class GANFamily:
                 word_g = contrastive_loss(sim, captions, s.contrastive_temperature, hard)
                 loss_g = loss_g + s.word_contrastive * word_g
                 stats["word_contrastive_g"] = word_g.detach()
+            if self.captioner is not None:
+                redescribe = self.captioner.nll(fake.float(), captions, per_word=True).mean()
+                loss_g = loss_g + s.captioner * redescribe
+                stats["captioner_fake"] = redescribe.detach()
             if s.mode_seeking > 0 and b >= 2:
                 h = b // 2
                 z2 = g.noise(G, h)
