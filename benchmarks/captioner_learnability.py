@@ -90,7 +90,7 @@ def main(argv=None):
         sched.step()
         if step % max(1, args.steps // 6) == 0 or step == args.steps:
             rows = score(model, tests)
-            curve.append({"step": step, "loss": round(float(loss), 4),
+            curve.append({"step": step, "loss": round(loss.item(), 4),
                           **{f"{kind}: {near}": round(r["real"], 3) for (kind, near), r in rows.items()}})
             print(curve[-1], flush=True)
     seconds = time.perf_counter() - t_train
