@@ -4,8 +4,9 @@ GANFamily (text-conditioned, DF-GAN style): the discriminator sees (real, matchi
 (real, mismatched text: the batch's captions rolled by one, or with hard_negatives the item's own
 near-miss caption) and (fake, text); losses hinge, non-saturating or WGAN; regularisers MA-GP,
 R1 or WGAN-GP; DiffAugment on every image D sees; optional mode-seeking term; optional image-text
-contrastive terms (XMC-GAN: sentence and word-region). DCGANFamily: the plain class-conditional
-baseline.
+contrastive terms (XMC-GAN: sentence and word-region); optional re-description term (MirrorGAN: a
+captioner trained on the real images reads each caption back from G's images). DCGANFamily: the
+plain class-conditional baseline.
 
 A family object gives the loop: modules (saved in checkpoints), optimizers, ema_pairs,
 step(batch, step) -> stats, sample(prompts, n, seed), generate(prompts, seed), export_meta().
@@ -23,9 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from wordcanvas.data.base import Prompt
+from wordcanvas.models.captioner import Captioner, CaptionerConfig, build_vocabulary
 from wordcanvas.models.gan import (DCGANConfig, DCGANDiscriminator, DCGANGenerator, Discriminator,
                                    DiscriminatorConfig, GANCLSConfig, GANCLSGenerator, Generator, GeneratorConfig)
-from wordcanvas.models.captioner import Captioner, CaptionerConfig, build_vocabulary
 from wordcanvas.models.layers import standardize
 from wordcanvas.text.base import TextEmbedding
 from wordcanvas.train.augment import BatchRandom, diff_augment, parse_policy
