@@ -13,6 +13,7 @@ from test_contrastive import NearMissSquares
 from test_train_loop import HashEncoder, all_state, assert_identical, tiny_config
 from wordcanvas.models.captioner import (BOS, EOS, SPECIALS, UNK, Captioner, CaptionerConfig, build_vocabulary,
                                           words)
+from wordcanvas.models.base import CheckpointError
 from wordcanvas.train import train
 from wordcanvas.train.gan_step import GANSettings
 
@@ -129,6 +130,20 @@ def test_a_run_with_the_captioner_resumes_exactly(tmp_path):
     resumed = run("split", 4)
     assert resumed.step == 4 and any(k.startswith("captioner.") for k in all_state(resumed))
     assert_identical(all_state(straight), all_state(resumed))
+
+
+class RenamedSquares(NearMissSquares):
+    """The same images with other words for them: a vocabulary as long as before, other token ids."""
+
+    def captions(self, i):
+        return [c.replace("square", "tile") for c in super().captions(i)]
+
+
+def test_a_resume_on_captions_with_other_words_is_refused_by_name(tmp_path):
+    config = tiny_config(tmp_path / "run", steps=2, model=GAN)
+    train(config, dataset=NearMissSquares(n=48), encoder=HashEncoder())
+    with pytest.raises(CheckpointError, match=r"captioner built with other settings \(vocabulary: .*without \['square'\], with \['tile'\]"):
+        train(tiny_config(tmp_path / "run", steps=4, model=GAN), dataset=RenamedSquares(n=48), encoder=HashEncoder())
 
 
 def test_captioner_settings_are_checked():

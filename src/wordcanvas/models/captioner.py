@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wordcanvas.models.base import PretrainedModel
+from wordcanvas.text.base import ranked_vocabulary
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]
@@ -31,13 +32,7 @@ def words(caption: str) -> list[str]:
 
 
 def build_vocabulary(captions, min_count: int = 1) -> list[str]:
-    """SPECIALS then every word seen at least min_count times, most frequent first (ties by spelling)."""
-    counts: dict[str, int] = {}
-    for caption in captions:
-        for w in words(caption):
-            counts[w] = counts.get(w, 0) + 1
-    kept = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
-    return SPECIALS + kept
+    return ranked_vocabulary((words(c) for c in captions), SPECIALS, min_count)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import unicodedata
+from collections import Counter
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -106,3 +107,11 @@ def validate_prompt(text: str | bytes) -> str:
     if len(cleaned) > MAX_PROMPT_CHARS:
         raise ValueError(f"prompt has {len(cleaned)} characters; the limit is {MAX_PROMPT_CHARS}")
     return cleaned
+
+
+def ranked_vocabulary(token_lists, specials: list[str], min_count: int = 1, max_size: int | None = None) -> list[str]:
+    """A word-level vocabulary: the specials, then every word seen at least min_count times, most
+    frequent first (ties by spelling, so the same captions always give the same token ids)."""
+    counts = Counter(w for tokens in token_lists for w in tokens)
+    kept = sorted((w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w))
+    return list(specials) + kept[:max_size]

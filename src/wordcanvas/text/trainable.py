@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -17,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wordcanvas.models.base import PretrainedModel
-from wordcanvas.text.base import TextEmbedding, TextEncoder, validate_prompt
+from wordcanvas.text.base import TextEmbedding, TextEncoder, ranked_vocabulary, validate_prompt
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]"]
 PAD, UNK, CLS = 0, 1, 2
@@ -34,9 +33,7 @@ def build_vocab(captions: list[str], min_count: int = 2, max_size: int | None = 
 
     min_count > 1 leaves rare words out, so [UNK] is seen (and trained) on real captions.
     """
-    counts = Counter(w for c in captions for w in words(c))
-    kept = sorted((w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w))
-    return SPECIALS + kept[:max_size]
+    return ranked_vocabulary((words(c) for c in captions), SPECIALS, min_count, max_size)
 
 
 @dataclass

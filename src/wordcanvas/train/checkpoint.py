@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from wordcanvas.assets import sha256_file
-from wordcanvas.models.base import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, load_weights
+from wordcanvas.models.base import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, config_to_dict, load_weights
 from wordcanvas.utils.io import atomic_write_bytes, atomic_write_json
 
 MANIFEST = "manifest.json"
@@ -69,8 +69,36 @@ def save_module(module: nn.Module, folder: Path) -> None:
 
 
 def load_module(module: nn.Module, folder: Path) -> None:
-    """Load weights written by save_module into an existing module (shapes are checked)."""
-    module.load_state_dict(load_weights(Path(folder) / WEIGHTS_NAME, module), strict=True)
+    """Load weights written by save_module into an existing module. A model saved with its config
+    must have been built with the same one: a captioner whose vocabulary changed with the dataset
+    has the same shapes but other token ids, and is refused by name rather than loaded wrongly."""
+    folder = Path(folder)
+    config_file = folder / CONFIG_NAME
+    if hasattr(module, "save_pretrained") and config_file.exists():
+        saved = json.loads(config_file.read_text()).get("config") or {}
+        mine = json.loads(json.dumps(config_to_dict(module.config)))  # tuples read back as lists
+        if any(saved[k] != mine[k] for k in set(saved) & set(mine)):  # fields added since keep their defaults
+            raise CheckpointError(f"{folder} holds a {folder.name} built with other settings "
+                                  f"({config_difference(saved, mine)}); resume with the settings and data it was trained with")
+    module.load_state_dict(load_weights(folder / WEIGHTS_NAME, module), strict=True)
+
+
+def config_difference(saved: dict, mine: dict) -> str:
+    """The fields two configs disagree on, briefly (a changed vocabulary by its words, not in full)."""
+    parts = []
+    for key in sorted(set(saved) & set(mine)):
+        a, b = saved[key], mine[key]
+        if a == b:
+            continue
+        if isinstance(a, list) and isinstance(b, list) and len(a) + len(b) > 8:
+            gone, new = [w for w in a if w not in b][:3], [w for w in b if w not in a][:3]
+            detail = f"{len(a)} -> {len(b)} entries"
+            detail += f", without {gone}" if gone else ""
+            detail += f", with {new}" if new else ""
+            parts.append(f"{key}: {detail if gone or new else detail + ', reordered'}")
+        else:
+            parts.append(f"{key}: {a!r} -> {b!r}")
+    return "; ".join(parts)
 
 
 def write_folder_atomically(dest: Path, fill: Callable[[Path], None]) -> None:
