@@ -36,6 +36,9 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--save", type=Path, default=None, help="also save the trained captioner to this folder")
+    p.add_argument("--score", type=Path, default=None,
+                   help="no training: score a saved captioner (e.g. a GAN checkpoint's captioner/ folder) "
+                        "and write <out>/captioner_score.json and .md")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "gan_captioned-mnist")
     return p.parse_args(argv)
 
@@ -68,6 +71,8 @@ def main(argv=None):
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    if args.score:
+        return score_saved(args)
     t0 = time.perf_counter()
     data = CaptionedMNIST("train", size=args.layouts)
     images = torch.stack([data.image(i) for i in range(len(data))])
@@ -105,8 +110,7 @@ def main(argv=None):
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "captioner_learnability.json", results)
     m = results["machine"]
-    columns = [("caption", "caption", ""), ("near miss", "near miss", ""), ("n", "n", ">"),
-               ("true caption more likely (real test images)", "real", ">.3f")]
+    columns = RESULT_COLUMNS
     lines = ["# Does a captioner tell a caption from its near misses?", "",
              f"A captioner ({params:,} parameters: CNN to an 8x8 grid of regions, {args.dim}-wide 2-layer "
              f"Transformer decoder, word-level vocabulary of {len(vocabulary)}) trained on {args.layouts} real "
@@ -120,6 +124,28 @@ def main(argv=None):
              f"Command: `{results['command']}`", ""]
     (args.out / "captioner_learnability.md").write_text("\n".join(lines))
     print(markdown_table(rows, columns))
+
+
+RESULT_COLUMNS = [("caption", "caption", ""), ("near miss", "near miss", ""), ("n", "n", ">"),
+                  ("true caption more likely (real test images)", "real", ">.3f")]
+
+
+def score_saved(args) -> None:
+    from wordcanvas.models.captioner import Captioner
+
+    model = Captioner.from_pretrained(args.score)
+    rows = [{"caption": kind, "near miss": near, **r}
+            for (kind, near), r in score(model, test_items(args.n, args.seed)).items()]
+    results = {"command": command_line(), "machine": machine_info(threads=args.threads), "captioner": str(args.score),
+               "n": args.n, "seed": args.seed, "rows": rows}
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json(args.out / "captioner_score.json", results)
+    lines = ["# A saved captioner: does it tell a caption from its near misses?", "",
+             f"The captioner in `{args.score}` scored on {args.n} held-out test images per kind (seed {args.seed}): "
+             "how often the true caption has the lower negative log-likelihood.", "",
+             markdown_table(rows, RESULT_COLUMNS), "", f"Command: `{results['command']}`", ""]
+    (args.out / "captioner_score.md").write_text("\n".join(lines))
+    print(markdown_table(rows, RESULT_COLUMNS))
 
 
 if __name__ == "__main__":
