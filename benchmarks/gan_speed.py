@@ -91,7 +91,8 @@ PRESETS["gan-cls-ms"] = {**PRESETS["gan-cls"], "mode_seeking": 1.0}
 PRESETS["gan-cls-mbstd"] = {**PRESETS["gan-cls"], "discriminator": {**PRESETS["gan-cls"]["discriminator"], "mbstd_group": 4}}
 PRESETS["gan-cls-64-ms"] = {**PRESETS["gan-cls-64"], "mode_seeking": 1.0}  # the toy-faces recipe with the term
 PRESETS["gan-cls-64-con"] = {**PRESETS["gan-cls-64"], "contrastive": 1.0}  # ... with the contrastive terms
-# The captioned-MNIST recipe (configs/gan_captioned-mnist.json), then with the generator's cross-attention,
+# The captioned-MNIST recipe before the captioner term (configs/gan_captioned-mnist.json now adds "mnist-regions"
+# and model.captioner), then with the generator's cross-attention,
 # then with the word-region contrastive terms as well (docs/gan_captioned-mnist).
 PRESETS["mnist"] = {**PRESETS["gan-cls-64-con"], "discriminator": {**PRESETS["gan-cls-64"]["discriminator"],
                                                                    "cond_head": "concat"}, "hard_negatives": 0.5}
