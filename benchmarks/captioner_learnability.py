@@ -32,6 +32,8 @@ def parse_args(argv=None):
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--shift", type=int, default=2, help="random translation of training images (pixels)")
     p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--schedule", choices=("onecycle", "constant"), default="onecycle",
+                   help="learning-rate schedule; constant is what the captioner gets inside a GAN run")
     p.add_argument("--n", type=int, default=500, help="test images per kind of caption")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=os.cpu_count())
@@ -80,7 +82,8 @@ def main(argv=None):
     vocabulary = build_vocabulary(c for options in captions for c in options)
     model = Captioner(CaptionerConfig(vocabulary=vocabulary, resolution=64, channels=1, width=args.width, dim=args.dim))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=args.steps, pct_start=0.05)
+    sched = (torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=args.steps, pct_start=0.05)
+             if args.schedule == "onecycle" else torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0))
     tests = test_items(args.n, args.seed)
     g = torch.Generator().manual_seed(args.seed)
     curve, t_train = [], time.perf_counter()
@@ -105,7 +108,7 @@ def main(argv=None):
     params = sum(p.numel() for p in model.parameters())
     results = {"command": command_line(), "machine": machine_info(threads=args.threads), "steps": args.steps,
                "batch": args.batch, "layouts": args.layouts, "width": args.width, "dim": args.dim, "shift": args.shift,
-               "lr": args.lr, "n": args.n, "seed": args.seed, "parameters": params, "train_seconds": round(seconds, 1),
+               "lr": args.lr, "schedule": args.schedule, "n": args.n, "seed": args.seed, "parameters": params, "train_seconds": round(seconds, 1),
                "seconds": round(time.perf_counter() - t0, 1), "curve": curve, "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "captioner_learnability.json", results)
@@ -115,7 +118,7 @@ def main(argv=None):
              f"A captioner ({params:,} parameters: CNN to an 8x8 grid of regions, {args.dim}-wide 2-layer "
              f"Transformer decoder, word-level vocabulary of {len(vocabulary)}) trained on {args.layouts} real "
              f"captioned-MNIST training layouts (images shifted by up to {args.shift} px; a random caption of each "
-             f"image; {args.steps} steps of batch {args.batch}, AdamW, one-cycle lr {args.lr}, seed {args.seed}) in "
+             f"image; {args.steps} steps of batch {args.batch}, AdamW, {args.schedule} lr {args.lr}, seed {args.seed}) in "
              f"{seconds:.0f} s, then scored on {args.n} held-out test images per kind as near_miss_probe.md scores a "
              f"discriminator: how often the true caption has the lower negative log-likelihood. "
              f"{m.get('cpu', '')}, torch threads {m.get('threads')}.", "",

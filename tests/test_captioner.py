@@ -146,6 +146,34 @@ def test_a_resume_on_captions_with_other_words_is_refused_by_name(tmp_path):
         train(tiny_config(tmp_path / "run", steps=4, model=GAN), dataset=RenamedSquares(n=48), encoder=HashEncoder())
 
 
+def test_a_run_can_start_from_a_saved_captioner(tmp_path):
+    """captioner_init: the run's captioner starts as the saved one (its config, its weights); one
+    trained on other words or another image size is refused with the reason."""
+    from wordcanvas.train.gan_step import GANFamily
+    from wordcanvas.train.loop import Dist
+
+    data = NearMissSquares(n=16)
+    words_of = lambda d: build_vocabulary(c for i in range(len(d)) for c in d.captions(i))  # noqa: E731
+    torch.manual_seed(1)
+    saved = Captioner(CaptionerConfig(vocabulary=words_of(data) + ["extra"], resolution=16, channels=3, width=4,
+                                      dim=16, layers=1, heads=2))
+    saved.save_pretrained(tmp_path / "saved")
+    model = {**GAN, "captioner_init": str(tmp_path / "saved")}
+    fam = GANFamily(tiny_config(tmp_path / "run", model=model), data, HashEncoder(), torch.device("cpu"), Dist())
+    assert fam.captioner.config.vocabulary == saved.config.vocabulary and fam.captioner.training
+    assert_identical(fam.captioner.state_dict(), saved.state_dict())
+    Captioner(CaptionerConfig(vocabulary=words_of(RenamedSquares(n=16)), resolution=16, channels=3, width=4, dim=16,
+                              layers=1, heads=2)).save_pretrained(tmp_path / "other-words")
+    with pytest.raises(ValueError, match=r"does not know 1 word\(s\).*\['square'\]"):
+        GANFamily(tiny_config(tmp_path / "run", model={**GAN, "captioner_init": str(tmp_path / "other-words")}), data,
+                  HashEncoder(), torch.device("cpu"), Dist())
+    Captioner(CaptionerConfig(vocabulary=words_of(data), resolution=32, channels=3, width=4, dim=16, layers=1,
+                              heads=2)).save_pretrained(tmp_path / "bigger")
+    with pytest.raises(ValueError, match="reads 32 px images"):
+        GANFamily(tiny_config(tmp_path / "run", model={**GAN, "captioner_init": str(tmp_path / "bigger")}), data,
+                  HashEncoder(), torch.device("cpu"), Dist())
+
+
 def test_captioner_settings_are_checked():
     with pytest.raises(ValueError, match="captioner must be >= 0"):
         GANSettings(captioner=-1)

@@ -251,6 +251,10 @@ class GANSettings:
                                             # sees which digit is where, which matching heads miss; 0 = off
     captioner_config: dict = field(default_factory=dict)  # CaptionerConfig fields (width, dim, layers, heads)
     captioner_lr: float = 3e-4              # the captioner's Adam learning rate
+    captioner_init: str | None = None       # a saved captioner folder to start from (captioner_learnability.py
+                                            # --save, or a run's checkpoints/step-N/captioner): G has a judge that
+                                            # already reads the images from step 0; its config replaces
+                                            # captioner_config and its vocabulary must hold the dataset's words
     truncation: float | None = None         # noise truncation for sample grids, evaluation and export
     truncation_mode: str = "resample"       # "resample" (redraw |z| > t) or "scale" (z * t)
     standing_stats: int = 16                # batches that re-estimate the EMA generator's BatchNorm statistics
@@ -291,6 +295,20 @@ class GANSettings:
         return {**heads, **self.discriminator}
 
 
+def initial_captioner(folder: str, vocabulary: list[str], resolution: int, channels: int) -> Captioner:
+    """A saved captioner to start from, refused when it cannot read this dataset's images or words."""
+    captioner = Captioner.from_pretrained(folder)
+    c = captioner.config
+    if (c.resolution, c.channels) != (resolution, channels):
+        raise ValueError(f"captioner_init {folder} reads {c.resolution} px images with {c.channels} channel(s); "
+                         f"this run has {resolution} px with {channels}")
+    unknown = [w for w in vocabulary if w not in set(c.vocabulary)]
+    if unknown:
+        raise ValueError(f"captioner_init {folder} does not know {len(unknown)} word(s) of this dataset's captions "
+                         f"(e.g. {unknown[:5]}): it was trained on other captions")
+    return captioner
+
+
 class GANFamily:
     name = "gan"
     uses_text = True
@@ -317,8 +335,12 @@ class GANFamily:
         self.captioner = self.opt_c = None
         if s.captioner > 0:  # the vocabulary is every word of the training captions: the same on resume
             vocabulary = build_vocabulary(c for i in range(len(dataset)) for c in dataset.captions(i))
-            self.captioner = Captioner(CaptionerConfig(vocabulary=vocabulary, resolution=cfg.resolution,
-                                                       channels=dataset.channels, **s.captioner_config)).to(device)
+            if s.captioner_init:
+                self.captioner = initial_captioner(s.captioner_init, vocabulary, cfg.resolution, dataset.channels)
+            else:
+                self.captioner = Captioner(CaptionerConfig(vocabulary=vocabulary, resolution=cfg.resolution,
+                                                           channels=dataset.channels, **s.captioner_config))
+            self.captioner.to(device).train()
             self.opt_c = torch.optim.Adam(self.captioner.parameters(), lr=s.captioner_lr)
         self.augment = parse_policy(s.augment)
         self.amp = cfg.amp and device.type == "cuda"
