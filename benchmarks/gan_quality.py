@@ -66,6 +66,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(benchmarks/gan_speed.py), e.g. --rate minilm=137.1 --rate dcgan=595.3")
     p.add_argument("--checkpoints-at", dest="checkpoints_at", default=None,
                    help="comma list of earlier minute marks to evaluate at (the budget is always the last mark)")
+    p.add_argument("--ckpt-every", dest="ckpt_every", type=int, default=0,
+                   help="also checkpoint every N steps (default 0: at the marks and on SIGTERM only); a run killed "
+                        "without warning then loses at most N steps. Does not change results")
     p.add_argument("--n-eval", dest="n_eval", type=int, help="images per FID / probe evaluation (default 10000; smoke 200)")
     p.add_argument("--n-secondary", dest="n_secondary", type=int,
                    help="prompts for the held-out paraphrase / combination evaluations (default: n-eval)")
@@ -149,7 +152,7 @@ def train_config(args, name: str, run_dir: Path, minutes: float, mark: float):
     family = "dcgan" if name == "dcgan" else "gan"
     base = dict(family=family, data=args.data, encoder=name if family == "gan" else "minilm", out=str(run_dir),
                 minutes=minutes, budget_clock="cpu" if args.clock == "cpu" else "wall", batch=args.batch, seed=args.seed, threads=args.threads, device=args.device,
-                log_every=50, sample_every=0, ckpt_every=0, keep_last=len(args.marks) + 1, progress=args.progress)
+                log_every=50, sample_every=0, ckpt_every=args.ckpt_every, keep_last=len(args.marks) + 1, progress=args.progress)
     data = TrainConfig(**base).to_dict()
     if family == "gan":
         for key, value in model_settings(args).items():
