@@ -11,9 +11,9 @@ import torch
 
 from test_contrastive import NearMissSquares
 from test_train_loop import HashEncoder, all_state, assert_identical, tiny_config
+from wordcanvas.models.base import CheckpointError
 from wordcanvas.models.captioner import (BOS, EOS, SPECIALS, UNK, Captioner, CaptionerConfig, build_vocabulary,
                                           words)
-from wordcanvas.models.base import CheckpointError
 from wordcanvas.train import train
 from wordcanvas.train.gan_step import GANSettings
 
@@ -152,8 +152,10 @@ def test_a_run_can_start_from_a_saved_captioner(tmp_path):
     from wordcanvas.train.gan_step import GANFamily
     from wordcanvas.train.loop import Dist
 
+    def words_of(dataset):
+        return build_vocabulary(c for i in range(len(dataset)) for c in dataset.captions(i))
+
     data = NearMissSquares(n=16)
-    words_of = lambda d: build_vocabulary(c for i in range(len(d)) for c in d.captions(i))  # noqa: E731
     torch.manual_seed(1)
     saved = Captioner(CaptionerConfig(vocabulary=words_of(data) + ["extra"], resolution=16, channels=3, width=4,
                                       dim=16, layers=1, heads=2))
@@ -171,6 +173,9 @@ def test_a_run_can_start_from_a_saved_captioner(tmp_path):
                               heads=2)).save_pretrained(tmp_path / "bigger")
     with pytest.raises(ValueError, match="reads 32 px images"):
         GANFamily(tiny_config(tmp_path / "run", model={**GAN, "captioner_init": str(tmp_path / "bigger")}), data,
+                  HashEncoder(), torch.device("cpu"), Dist())
+    with pytest.raises(ValueError, match=r"differs from captioner_config \(saved, asked\): \{'width': \(4, 8\)\}"):
+        GANFamily(tiny_config(tmp_path / "run", model={**model, "captioner_config": {"width": 8}}), data,
                   HashEncoder(), torch.device("cpu"), Dist())
 
 

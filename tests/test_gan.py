@@ -353,10 +353,16 @@ def test_recipe_configs_build_their_models(name):
     gen_class, gen_config, trunk = ARCHS[s.arch]
     common = dict(resolution=cfg.resolution, channels=1 if cfg.data.endswith("mnist") else 3, text_dim=384)
     g = gen_class(gen_config(**common, **s.generator)).eval()
-    d = Discriminator(DiscriminatorConfig(**{**common, "trunk": trunk, **s.discriminator}))
-    images = g(torch.randn(4, g.config.z_dim), text(4, 384))
+    d = Discriminator(DiscriminatorConfig(**{**common, "trunk": trunk, **s.discriminator_config()}))
+    captions = text(4, 384)
+    images = g(torch.randn(4, g.config.z_dim), captions)
     assert images.shape == (4, common["channels"], cfg.resolution, cfg.resolution)
-    assert [t.shape for t in d(images, text(4, 384).pooled)] == [(4,), (4,)]
+    assert [t.shape for t in d(images, captions.pooled, text=captions)] == [(4,), (4,)]
+    if s.captioner > 0:
+        from wordcanvas.models.captioner import Captioner, CaptionerConfig
+
+        reader = Captioner(CaptionerConfig(resolution=cfg.resolution, channels=common["channels"], **s.captioner_config))
+        assert reader.nll(images, ["a caption"] * 4).shape == (4,)
 
 
 def test_contrastive_head_flatten_pool_sees_where_features_are():

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import unicodedata
-from collections import Counter
 from abc import ABC, abstractmethod
+from collections import Counter
 from dataclasses import dataclass
 
 import torch

@@ -253,8 +253,8 @@ class GANSettings:
     captioner_lr: float = 3e-4              # the captioner's Adam learning rate
     captioner_init: str | None = None       # a saved captioner folder to start from (captioner_learnability.py
                                             # --save, or a run's checkpoints/step-N/captioner): G has a judge that
-                                            # already reads the images from step 0; its config replaces
-                                            # captioner_config and its vocabulary must hold the dataset's words
+                                            # already reads the images from step 0; it must agree with
+                                            # captioner_config and its vocabulary hold the dataset's words
     truncation: float | None = None         # noise truncation for sample grids, evaluation and export
     truncation_mode: str = "resample"       # "resample" (redraw |z| > t) or "scale" (z * t)
     standing_stats: int = 16                # batches that re-estimate the EMA generator's BatchNorm statistics
@@ -295,14 +295,19 @@ class GANSettings:
         return {**heads, **self.discriminator}
 
 
-def initial_captioner(folder: str, vocabulary: list[str], resolution: int, channels: int) -> Captioner:
-    """A saved captioner to start from, refused when it cannot read this dataset's images or words."""
+def initial_captioner(folder: str, vocabulary: list[str], resolution: int, channels: int, settings: dict) -> Captioner:
+    """A saved captioner to start from, refused when it cannot read this dataset's images or words,
+    or was built otherwise than captioner_config asks."""
     captioner = Captioner.from_pretrained(folder)
     c = captioner.config
+    differ = {k: (getattr(c, k, None), v) for k, v in settings.items() if getattr(c, k, None) != v}
+    if differ:
+        raise ValueError(f"captioner_init {folder} differs from captioner_config (saved, asked): {differ}")
     if (c.resolution, c.channels) != (resolution, channels):
         raise ValueError(f"captioner_init {folder} reads {c.resolution} px images with {c.channels} channel(s); "
                          f"this run has {resolution} px with {channels}")
-    unknown = [w for w in vocabulary if w not in set(c.vocabulary)]
+    known = set(c.vocabulary)
+    unknown = [w for w in vocabulary if w not in known]
     if unknown:
         raise ValueError(f"captioner_init {folder} does not know {len(unknown)} word(s) of this dataset's captions "
                          f"(e.g. {unknown[:5]}): it was trained on other captions")
@@ -336,7 +341,8 @@ class GANFamily:
         if s.captioner > 0:  # the vocabulary is every word of the training captions: the same on resume
             vocabulary = build_vocabulary(c for i in range(len(dataset)) for c in dataset.captions(i))
             if s.captioner_init:
-                self.captioner = initial_captioner(s.captioner_init, vocabulary, cfg.resolution, dataset.channels)
+                self.captioner = initial_captioner(s.captioner_init, vocabulary, cfg.resolution, dataset.channels,
+                                                   s.captioner_config)
             else:
                 self.captioner = Captioner(CaptionerConfig(vocabulary=vocabulary, resolution=cfg.resolution,
                                                            channels=dataset.channels, **s.captioner_config))
