@@ -23,6 +23,10 @@ from near_miss_learnability import shifted
 from near_miss_probe import test_items
 
 
+RESULT_COLUMNS = [("caption", "caption", ""), ("near miss", "near miss", ""), ("n", "n", ">"),
+                  ("true caption more likely (real test images)", "real", ">.3f")]
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=3000)
@@ -113,7 +117,6 @@ def main(argv=None):
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "captioner_learnability.json", results)
     m = results["machine"]
-    columns = RESULT_COLUMNS
     lines = ["# Does a captioner tell a caption from its near misses?", "",
              f"A captioner ({params:,} parameters: CNN to an 8x8 grid of regions, {args.dim}-wide 2-layer "
              f"Transformer decoder, word-level vocabulary of {len(vocabulary)}) trained on {args.layouts} real "
@@ -122,15 +125,11 @@ def main(argv=None):
              f"{seconds:.0f} s, then scored on {args.n} held-out test images per kind as near_miss_probe.md scores a "
              f"discriminator: how often the true caption has the lower negative log-likelihood. "
              f"{m.get('cpu', '')}, torch threads {m.get('threads')}.", "",
-             markdown_table(rows, columns), "", "During training (test images):", "",
+             markdown_table(rows, RESULT_COLUMNS), "", "During training (test images):", "",
              markdown_table(curve, [(k, k, "") for k in curve[-1]]), "",
              f"Command: `{results['command']}`", ""]
     (args.out / "captioner_learnability.md").write_text("\n".join(lines))
-    print(markdown_table(rows, columns))
-
-
-RESULT_COLUMNS = [("caption", "caption", ""), ("near miss", "near miss", ""), ("n", "n", ">"),
-                  ("true caption more likely (real test images)", "real", ">.3f")]
+    print(markdown_table(rows, RESULT_COLUMNS))
 
 
 def score_saved(args) -> None:

@@ -106,6 +106,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         if getattr(args, key) is None:
             setattr(args, key, value)
     args.n_secondary = args.n_secondary or args.n_eval
+    if args.ckpt_every and args.clock != "steps":
+        p.error("--ckpt-every needs --clock steps: under a wall or CPU clock a segment cut short restarts "
+                "from its last mark, not from a checkpoint in between")
     marks = sorted({float(m) for m in args.checkpoints_at.split(",") if m.strip()} | {float(args.minutes)})
     if marks[0] <= 0 or marks[-1] != float(args.minutes):
         p.error(f"minute marks must be positive and at most --minutes ({args.minutes}); got {args.checkpoints_at}")
