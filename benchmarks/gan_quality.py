@@ -161,8 +161,9 @@ def train_config(args, name: str, run_dir: Path, minutes: float, mark: float):
         for key, value in model_settings(args).items():
             data[key] = {**data[key], **value} if isinstance(value, dict) and isinstance(data.get(key), dict) else value
         data.update(out=str(run_dir), minutes=minutes, steps=None)
-    if args.clock == "steps":  # steps count across resumes: the mark's total
-        data.update(minutes=None, steps=budget_steps(args, name, mark), budget_clock="wall")
+    if args.clock == "steps":  # steps count across resumes: the mark's total; the marks' checkpoints are kept
+        data.update(minutes=None, steps=budget_steps(args, name, mark), budget_clock="wall",
+                    keep_steps=[budget_steps(args, name, m) for m in args.marks])
     return TrainConfig.from_dict(data)
 
 

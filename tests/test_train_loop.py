@@ -391,6 +391,13 @@ def test_dcgan_baseline_trains_through_the_same_loop(tmp_path):
         t2i("a purple square")
 
 
+def test_keep_steps_survive_pruning_of_older_checkpoints(tmp_path):
+    cfg = tiny_config(tmp_path / "run", steps=8, ckpt_every=2, keep_last=2, keep_steps=[2])
+    train(cfg, dataset=ColourSquares(n=40), encoder=HashEncoder())
+    kept = [p.name for p in ckpt.step_folders(tmp_path / "run" / "checkpoints")]
+    assert kept == ["step-0000008", "step-0000006", "step-0000002"]  # 4 pruned, 2 kept by request
+
+
 DIST_SCRIPT = """
 import json, sys, torch
 sys.path.insert(0, {tests!r})

@@ -149,14 +149,17 @@ def write_checkpoint(dest: Path, modules: dict[str, nn.Module], state: dict, met
 
 
 def save_checkpoint(root: Path, step: int, modules: dict[str, nn.Module], state: dict, meta: dict,
-                    keep_last: int = 3) -> Path:
-    """checkpoints/step-XXXXXXX, then the `latest` pointer, then pruning to the newest keep_last."""
+                    keep_last: int = 3, keep_steps: tuple[int, ...] = ()) -> Path:
+    """checkpoints/step-XXXXXXX, then the `latest` pointer, then pruning to the newest keep_last
+    (checkpoints of `keep_steps` are never pruned)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     folder = write_checkpoint(root / step_name(step), modules, state, {**meta, "step": step})
     atomic_write_bytes(root / LATEST, (folder.name + "\n").encode())
+    kept = {step_name(s) for s in keep_steps}
     for old in step_folders(root)[keep_last:]:
-        shutil.rmtree(old, ignore_errors=True)
+        if old.name not in kept:
+            shutil.rmtree(old, ignore_errors=True)
     return folder
 
 

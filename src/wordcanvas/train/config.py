@@ -38,6 +38,8 @@ class TrainConfig:
     best_metric: str = "fid"              # evaluator key that selects checkpoints/best
     best_mode: str = "min"                # "min" or "max": which direction of best_metric is better
     keep_last: int = 3                    # step checkpoints kept (best is kept separately)
+    keep_steps: tuple[int, ...] = ()      # step checkpoints never pruned, beside the last keep_last (e.g. the
+                                          # steps a benchmark evaluates at, so they can be evaluated again)
     resume: bool = False                  # require a checkpoint to continue from (a run folder with checkpoints resumes anyway)
     sample_prompts: int = 12              # prompts in the sample grid (from the dataset's eval_prompts)
     sample_per_prompt: int = 4            # fixed noise vectors per prompt in the grid
@@ -62,6 +64,7 @@ class TrainConfig:
             raise ValueError(f"budget_clock must be 'wall' or 'cpu', got {self.budget_clock!r}")
         if self.batch < 1:
             raise ValueError(f"batch must be >= 1, got {self.batch}")
+        self.keep_steps = tuple(sorted({int(s) for s in self.keep_steps}))
         if self.keep_last < 1:
             raise ValueError(f"keep_last must be >= 1, got {self.keep_last}")
         if self.nan_policy not in ("rollback", "raise"):

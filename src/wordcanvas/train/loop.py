@@ -510,7 +510,8 @@ def _save_checkpoint(run_dir: Path, fam, cfg: TrainConfig, step: int, images_see
     try:
         if folder is not None:
             return ckpt.write_checkpoint(folder, fam.modules, state, {**meta, "step": step})
-        return ckpt.save_checkpoint(run_dir / "checkpoints", step, fam.modules, state, meta, cfg.keep_last)
+        return ckpt.save_checkpoint(run_dir / "checkpoints", step, fam.modules, state, meta, cfg.keep_last,
+                                    cfg.keep_steps)
     except OSError as e:
         previous = ckpt.step_folders(run_dir / "checkpoints")
         kept = f"the previous checkpoint {previous[0]} is untouched" if previous else "no earlier checkpoint exists"
