@@ -234,7 +234,10 @@ PyWavelets) except the held-out ones, plus any folder of your own (`--data FOLDE
 `--set model.user_folder=FOLDER`). `scripts/fetch_sr_photos.py --out FOLDER` collects 24 more natural
 photos (plants, water, wood, landscapes; downscaled to 1280 px on the long side) from the Debian
 packages `mate-backgrounds` and `plasma-workspace-wallpapers` (GPL-2+; fetched with `apt-get download`,
-no installation) for `--data FOLDER`. Degradation: antialiased bicubic downscaling, optionally blur,
+no installation) for `--data FOLDER`; with `--more`, 26 more (landscapes, leaves, flowers, animals,
+interiors; CC-BY, CC-BY-SA, CC0, BSD-2-clause and public domain, named per package in the script)
+from six more packages (`lomiri-wallpapers-16.04`/`-20.04`, `enlightenment-data`, `lxqt-themes`,
+`sddm-theme-maldives`, `palapeli-data`); the shipped networks have not yet been trained on them. Degradation: antialiased bicubic downscaling, optionally blur,
 noise and JPEG (`--set 'model.degradations=["bicubic","blur","noise","jpeg"]'`). Held-out photos,
 never cut into patches: {heldout}. The shipped networks' exact commands, seeds, times and hardware
 are in each `src/wordcanvas/weights/sr-*/MODEL_CARD.md`.

@@ -3,7 +3,9 @@ shipped networks (each must beat bicubic on a held-out photo it never saw)."""
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import struct
 
 import numpy as np
 import pytest
@@ -210,3 +212,41 @@ def test_fetch_sr_photos_copies_the_named_photos_downscaled(tmp_path, monkeypatc
     assert kite.size == (800, 400) and kite.getpixel((400, 200))[1] > 200  # the 1000 x 500 (green) one
     patches = SRPatches(scale=4, patch=32, photos=[], user_folder=out, length=4)
     assert len(patches.images) == 24 and patches[0][1].shape == (3, 32, 32)
+
+    # --more: six more packages; enlightenment's backgrounds are Eet archives holding a JPEG
+    for package, (folder, photos) in fetch.MORE.items():
+        trees[package] = tmp_path / "debs" / package
+        (trees[package] / folder).mkdir(parents=True)
+        for name in (*photos, "NotAPhoto.jpg"):
+            if name.endswith(".edj"):
+                (trees[package] / folder / name).write_bytes(_eet_archive({
+                    "edje/edje_file": b"\x00" * 40, "edje/images/0": _jpeg((1600, 900), (0, 0, 255)),
+                    "edje/images/1": _jpeg((300, 200), (255, 0, 0))}))
+            else:
+                Image.new("RGB", (1000, 1000), (9, 9, 9)).save(trees[package] / folder / name)
+    more = tmp_path / "more"
+    assert fetch.main(["--out", str(more), "--max-side", "800", "--more"]) == 0
+    assert len(list(more.iterdir())) == 24 + sum(len(p) for _, p in fetch.MORE.values()) == 50
+    bamboo = Image.open(more / "enlightenment-Bamboo.png")  # the larger image of the archive, capped
+    assert bamboo.size == (800, 450) and bamboo.getpixel((400, 225))[2] > 200
+    with pytest.raises(ValueError, match="not an Eet archive"):
+        fetch.eet_images(b"\x89PNG" + b"\x00" * 20)
+
+
+def _jpeg(size, colour) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def _eet_archive(entries: dict[str, bytes]) -> bytes:
+    """An Eet v2 file as Enlightenment writes it: header, directory of (offset, size, data size,
+    name offset, name size, flags), names, then the data."""
+    directory_end = 12 + 24 * len(entries)
+    names = b"".join(n.encode() + b"\0" for n in entries)
+    name_at, data_at, directory, data = directory_end, directory_end + len(names), b"", b""
+    for name, blob in entries.items():
+        directory += struct.pack(">6I", data_at + len(data), len(blob), len(blob), name_at, len(name) + 1, 0)
+        name_at += len(name) + 1
+        data += blob
+    return struct.pack(">III", 0x1EE70F42, len(entries), 0) + directory + names + data
