@@ -45,8 +45,14 @@ def parse_args(argv=None):
     p.add_argument("--score", type=Path, default=None,
                    help="no training: score a saved captioner (e.g. a GAN checkpoint's captioner/ folder) "
                         "and write <out>/captioner_score.json and .md")
+    p.add_argument("--generated", default=None, metavar="RUN[@STEP]",
+                   help="with --score: also score on this GAN run's (EMA) images drawn for the true captions: "
+                        "does the captioner read the generator's images as the generator meant them?")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "gan_captioned-mnist")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.generated and not args.score:
+        p.error("--generated needs --score (the captioner that reads the generated images)")
+    return args
 
 
 def score(captioner, tests: dict) -> dict:
@@ -132,22 +138,51 @@ def main(argv=None):
     print(markdown_table(rows, RESULT_COLUMNS))
 
 
+def generated_items(spec: str, tests: dict, seed: int) -> tuple[dict, int]:
+    """The test items with each image replaced by the run's EMA generator's image for its true caption."""
+    import torch
+
+    from near_miss_probe import load_run
+    from wordcanvas.text.registry import load_encoder
+
+    generator, _, encoder_name, step = load_run(spec)
+    encoder = load_encoder(encoder_name)
+    out = {}
+    with torch.no_grad():
+        for kind, group in tests.items():
+            true = [caption for _, caption, _ in group]
+            noise = generator.sample_noise(len(group), torch.Generator().manual_seed(seed))
+            images = torch.cat([generator(noise[i:i + 100], encoder.encode(true[i:i + 100]))
+                                for i in range(0, len(group), 100)]).clamp(-1, 1)
+            out[kind] = [(image, t, wrong) for image, (_, t, wrong) in zip(images, group)]
+    return out, step
+
+
 def score_saved(args) -> None:
     from wordcanvas.models.captioner import Captioner
 
     model = Captioner.from_pretrained(args.score)
-    rows = [{"caption": kind, "near miss": near, **r}
-            for (kind, near), r in score(model, test_items(args.n, args.seed)).items()]
+    tests = test_items(args.n, args.seed)
+    rows = [{"caption": kind, "near miss": near, **r} for (kind, near), r in score(model, tests).items()]
+    columns = RESULT_COLUMNS
+    if args.generated:
+        fakes, step = generated_items(args.generated, tests, args.seed)
+        on_fakes = score(model, fakes)
+        for row in rows:
+            row["generated"] = on_fakes[(row["caption"], row["near miss"])]["real"]
+        columns = [*RESULT_COLUMNS, (f"on the generator's images (step {step})", "generated", ">.3f")]
     results = {"command": command_line(), "machine": machine_info(threads=args.threads), "captioner": str(args.score),
-               "n": args.n, "seed": args.seed, "rows": rows}
+               "generated": args.generated, "n": args.n, "seed": args.seed, "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "captioner_score.json", results)
     lines = ["# A saved captioner: does it tell a caption from its near misses?", "",
              f"The captioner in `{args.score}` scored on {args.n} held-out test images per kind (seed {args.seed}): "
-             "how often the true caption has the lower negative log-likelihood.", "",
-             markdown_table(rows, RESULT_COLUMNS), "", f"Command: `{results['command']}`", ""]
+             "how often the true caption has the lower negative log-likelihood"
+             + (f"; also on the images the generator of `{args.generated}` draws for the true captions "
+                "(one noise vector each, seed as above)." if args.generated else "."), "",
+             markdown_table(rows, columns), "", f"Command: `{results['command']}`", ""]
     (args.out / "captioner_score.md").write_text("\n".join(lines))
-    print(markdown_table(rows, RESULT_COLUMNS))
+    print(markdown_table(rows, columns))
 
 
 if __name__ == "__main__":
