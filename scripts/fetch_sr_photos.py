@@ -76,6 +76,8 @@ def eet_images(data: bytes) -> list[bytes]:
     magic, entries, _ = struct.unpack(">III", data[:12])
     if magic != EET_MAGIC:
         raise ValueError(f"not an Eet archive: magic {magic:#010x}")
+    if 12 + 24 * entries > len(data):
+        raise ValueError(f"truncated Eet archive: {entries} entries announced, {len(data)} bytes")
     images = []
     for i in range(entries):
         offset, size, _, name_offset, name_size, flags = struct.unpack(">6I", data[12 + 24 * i: 36 + 24 * i])

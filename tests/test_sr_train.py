@@ -231,6 +231,8 @@ def test_fetch_sr_photos_copies_the_named_photos_downscaled(tmp_path, monkeypatc
     assert bamboo.size == (800, 450) and bamboo.getpixel((400, 225))[2] > 200
     with pytest.raises(ValueError, match="not an Eet archive"):
         fetch.eet_images(b"\x89PNG" + b"\x00" * 20)
+    with pytest.raises(ValueError, match="truncated Eet archive"):
+        fetch.eet_images(_eet_archive({"edje/images/0": b"x"})[:30])
 
 
 def _jpeg(size, colour) -> bytes:
