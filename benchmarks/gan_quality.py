@@ -88,7 +88,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", help="result folder (default docs/gan_<data>; smoke: runs/gan_quality_smoke/<data>/report)")
     p.add_argument("--adopt", action="store_true",
                    help="continue run folders that <out>/results.json knows nothing of (by default they are started "
-                        "afresh): e.g. re-evaluate a finished run with the current code, into a new --out")
+                        "afresh, except under --clock steps, where a first segment cut short continues from its newest "
+                        "checkpoint): e.g. re-evaluate a finished run with the current code, into a new --out")
     p.add_argument("--fresh", action="store_true", help="delete <runs>/<model> of the models named and <out>/results.json first")
     p.add_argument("--smoke", action="store_true", help="tiny budget and sample counts: checks the script end to end")
     p.add_argument("--no-progress", dest="progress", action="store_false")
@@ -526,7 +527,7 @@ def main(argv=None) -> int:
         if model["marks"] or not args.adopt:
             keep_until = model["marks"][-1]["step"] if model["marks"] else 0
             pending = [m for m in args.marks if m not in done]
-            if args.clock == "steps" and keep_until and pending:
+            if args.clock == "steps" and pending:
                 # a step budget does not depend on how the steps were timed: a segment cut short
                 # (SIGTERM, a machine going away) continues exactly from its newest checkpoint
                 keep_until = budget_steps(args, name, pending[0])
@@ -540,6 +541,9 @@ def main(argv=None) -> int:
             wall = time.time()
             result = train(cfg)
             wall = time.time() - wall
+            if result.stopped_early:  # a signal: the mark was not reached, so nothing is evaluated or recorded
+                raise SystemExit(f"{name}: training stopped by a signal at step {result.step}, before the "
+                                 f"{minutes:g}-minute mark; rerun the same command to continue")
             print(f"== {name}: evaluating at {minutes:g} min (step {result.step})", file=sys.stderr)
             evaluation, samples = evaluate_mark(result.family, name, args, extractor, floor())
             if samples is not None:  # the first evaluation images, for a look at what was scored
