@@ -140,21 +140,15 @@ def main(argv=None):
 
 def generated_items(spec: str, tests: dict, seed: int) -> tuple[dict, int]:
     """The test items with each image replaced by the run's EMA generator's image for its true caption."""
-    import torch
-
-    from near_miss_probe import load_run
+    from near_miss_probe import draw, load_run
     from wordcanvas.text.registry import load_encoder
 
     generator, _, encoder_name, step = load_run(spec)
     encoder = load_encoder(encoder_name)
     out = {}
-    with torch.no_grad():
-        for kind, group in tests.items():
-            true = [caption for _, caption, _ in group]
-            noise = generator.sample_noise(len(group), torch.Generator().manual_seed(seed))
-            images = torch.cat([generator(noise[i:i + 100], encoder.encode(true[i:i + 100]))
-                                for i in range(0, len(group), 100)]).clamp(-1, 1)
-            out[kind] = [(image, t, wrong) for image, (_, t, wrong) in zip(images, group)]
+    for kind, group in tests.items():
+        images = draw(generator, encoder, [caption for _, caption, _ in group], seed).clamp(-1, 1)
+        out[kind] = [(image, t, wrong) for image, (_, t, wrong) in zip(images, group)]
     return out, step
 
 

@@ -108,6 +108,16 @@ def load_run(spec: str):
         int(ckpt.name.split("-")[1])
 
 
+def draw(generator, encoder, captions: list[str], seed: int):
+    """The generator's images for the captions, one seeded noise vector each, 100 at a time."""
+    import torch
+
+    with torch.no_grad():
+        noise = generator.sample_noise(len(captions), torch.Generator().manual_seed(seed))
+        return torch.cat([generator(noise[i:i + 100], encoder.encode(captions[i:i + 100]))
+                          for i in range(0, len(captions), 100)])
+
+
 def probe(generator, discriminator, encoder, items: list, seed: int) -> dict:
     """Per near-miss kind: how often the true caption's matching logit beats the near miss's, on the
     real images and (unless generator is None) on the generator's images for the true caption."""
@@ -126,10 +136,7 @@ def probe(generator, discriminator, encoder, items: list, seed: int) -> dict:
     true = [caption for _, caption, _ in items]
     sets = [("real", real)]
     if generator is not None:
-        with torch.no_grad():
-            noise = generator.sample_noise(len(items), torch.Generator().manual_seed(seed))
-            sets.append(("generated", torch.cat([generator(noise[i:i + 100], encoder.encode(true[i:i + 100]))
-                                                 for i in range(0, len(items), 100)])))
+        sets.append(("generated", draw(generator, encoder, true, seed)))
     out = {}
     for name, images in sets:
         base = logits(images, true)
