@@ -43,8 +43,12 @@ def parse_args(argv=None):
     p.add_argument("--encoders", default="minilm,smollm2", help="comma list of text encoders")
     p.add_argument("--n-train", dest="n_train", type=int, default=6000, help="captions per kind to fit on")
     p.add_argument("--n-test", dest="n_test", type=int, default=1000, help="captions per kind to score")
+    p.add_argument("--kinds", type=lambda s: [k.strip() for k in s.split(",") if k.strip()], default=list(KINDS),
+                   help="comma list of kinds of caption: " + ", ".join(KINDS))
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--refine", type=lambda s: [int(x) for x in s.split(",") if x], default=[1, 2],
+                   help="comma list of trainable self-attention layer counts before the token readout")
     p.add_argument("--out", type=Path, default=ROOT / "docs")
     return p.parse_args(argv)
 
@@ -112,13 +116,16 @@ def embed(encoder, texts: list[str], batch: int = 128) -> dict:
 
 
 def token_attention_right(train: dict, train_targets, test: dict, test_targets, group: str,
-                          epochs: int = 60, seed: int = 0) -> float:
+                          epochs: int = 60, seed: int = 0, refine: int = 0) -> float:
     """Fraction of test captions whose every target the token readout gets right: per target, one
     learned query attends over the caption's token states (one head, as a generator's
     cross-attention query does) and a linear layer classifies what it gathered. Trained jointly
-    with Adam on cross-entropy in minibatches of 128."""
+    with Adam on cross-entropy in minibatches of 128. With `refine` > 0 the token states first pass
+    a projection and that many trainable self-attention layers (the generator's `TokenRefiner`)."""
     import torch
     import torch.nn.functional as F
+
+    from wordcanvas.models.layers import TextProjection, TokenRefiner
 
     names = list(train_targets[0][group])
     y_train = torch.tensor([[t[group][n] for n in names] for t in train_targets])
@@ -126,14 +133,20 @@ def token_attention_right(train: dict, train_targets, test: dict, test_targets, 
     classes = int(max(y_train.max(), y_test.max())) + 1
     gen = torch.Generator().manual_seed(seed)
     d, width = train["tokens"].shape[-1], 128
+    torch.manual_seed(seed)  # the refiner's initial weights
+    project, refiner = (TextProjection(d, width), TokenRefiner(width, refine)) if refine else (None, None)
+    d = width if refine else d
     keys = torch.nn.Linear(d, width)
     values = torch.nn.Linear(d, width)
     queries = torch.nn.Parameter(torch.randn(len(names), width, generator=gen) / width ** 0.5)
     heads = torch.nn.Parameter(torch.randn(len(names), width, classes, generator=gen) / width ** 0.5)
     params = [*keys.parameters(), *values.parameters(), queries, heads]
+    params += [*project.parameters(), *refiner.parameters()] if refine else []
     opt = torch.optim.Adam(params, lr=1e-3)
 
     def logits(tokens, mask):
+        if refiner is not None:
+            tokens = refiner(project(tokens), mask)
         k, v = keys(tokens), values(tokens)                                   # (B, T, w)
         scores = torch.einsum("qw,btw->bqt", queries, k) / width ** 0.5
         attn = scores.masked_fill(~mask[:, None, :], float("-inf")).softmax(-1)
@@ -183,7 +196,11 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     from wordcanvas.text import load_encoder
 
-    sets = {kind: split(kind, args.n_train, args.n_test, args.seed + k) for k, kind in enumerate(KINDS)}
+    unknown = sorted(set(args.kinds) - set(KINDS))
+    if unknown:
+        raise SystemExit(f"unknown kinds of caption {unknown}; choose from {list(KINDS)}")
+    sets = {kind: split(kind, args.n_train, args.n_test, args.seed + k) for k, kind in enumerate(KINDS)
+            if kind in args.kinds}
     results = {"command": command_line(), "machine": machine_info(threads=args.threads),
                "settings": {"n_train": args.n_train, "n_test": args.n_test, "seed": args.seed,
                             "sizes": {kind: [len(tr[0]), len(te[0])] for kind, (tr, te) in sets.items()}},
@@ -202,6 +219,10 @@ def main(argv=None) -> int:
             entry["kinds"][kind]["token attention"] = {
                 group: token_attention_right(e_train, tr_targets, e_test, te_targets, group)
                 for group in ("bound", "unbound")}
+            for layers in args.refine:
+                entry["kinds"][kind][f"token attention after {layers} self-attention layer{'s' * (layers > 1)}"] = {
+                    group: token_attention_right(e_train, tr_targets, e_test, te_targets, group, refine=layers)
+                    for group in ("bound", "unbound")}
             print(name, kind, entry["kinds"][kind], flush=True)
         results["encoders"][name] = entry
         del encoder

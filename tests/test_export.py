@@ -31,10 +31,12 @@ def test_generator_graph_has_dynamic_batch_and_tokens_and_reads_the_mask(tmp_pat
     torch.manual_seed(0)
     gen = Generator(GeneratorConfig(resolution=16, text_dim=12, z_dim=6, cond_dim=8, ngf=8, max_channels=16,
                                     attn_resolutions=(8, 16), attn_heads=2, attn_positions=True,
-                                    token_pool=3)).eval()
+                                    token_pool=3, token_layers=1)).eval()
     for attn in gen.attn.values():  # starts at zero (identity); give the token paths a real effect
         torch.nn.init.normal_(attn.to_out.weight, std=0.5)
     torch.nn.init.normal_(gen.token_pool.out.weight, std=0.5)
+    for p in gen.token_refiner.parameters():
+        torch.nn.init.normal_(p, std=0.3)
     encoder = TrainableEncoder(TrainableEncoderConfig(vocab=["[PAD]", "[UNK]", "[CLS]", "a"], dim=12, depth=1, heads=2))
     t2i = TextToImage(gen, encoder.eval(), {"family": "gan"})
     onnx = OnnxGenerator(export_generator(t2i, tmp_path / "g.onnx"))

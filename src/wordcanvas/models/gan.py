@@ -20,8 +20,8 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from wordcanvas.models.base import PretrainedModel
-from wordcanvas.models.layers import (Affine, CrossAttention, DownBlock, TextProjection, TokenPool, UpBlock,
-                                      channels_at, check_resolution, lrelu)
+from wordcanvas.models.layers import (Affine, CrossAttention, DownBlock, TextProjection, TokenPool, TokenRefiner,
+                                      UpBlock, channels_at, check_resolution, lrelu)
 from wordcanvas.text.base import TextEmbedding
 
 
@@ -42,6 +42,8 @@ class GeneratorConfig:
     token_pool: int = 0                         # > 0: add to the pooled text an attention pooling of the tokens
                                                 # by this many learned queries (TokenPool: keeps which word goes
                                                 # with which); 0 = the encoder's pooled vector only
+    token_layers: int = 0                       # > 0: trainable self-attention layers over the projected tokens
+                                                # before the cross-attention reads them (TokenRefiner)
     output: str = "linear"                      # "linear": raw while training, clamped to [-1, 1] in eval mode
                                                 # (no saturation to get stuck in); "tanh" as in DF-GAN
 
@@ -62,6 +64,7 @@ class Generator(PretrainedModel):
         width = lambda size: channels_at(c.resolution, size, c.ngf, c.max_channels)  # noqa: E731
         self.text_proj = TextProjection(c.text_dim, c.cond_dim)
         self.token_proj = TextProjection(c.text_dim, c.cond_dim) if c.attn_resolutions else None
+        self.token_refiner = TokenRefiner(c.cond_dim, c.token_layers) if c.attn_resolutions and c.token_layers else None
         self.token_pool = TokenPool(c.text_dim, c.cond_dim, c.token_pool) if c.token_pool > 0 else None
         self.fc = nn.Linear(c.z_dim, width(4) * 16)
         cond = c.z_dim + c.cond_dim
@@ -76,7 +79,7 @@ class Generator(PretrainedModel):
         """z (B, z_dim), text for B captions -> images (B, C, H, W), in [-1, 1] except for the raw
         training output of output="linear"."""
         cond = torch.cat([z, text_condition(self, text)], dim=1)
-        tokens = self.token_proj(text.tokens) if self.token_proj is not None else None
+        tokens = token_states(self, text)
         x = self.fc(z).view(z.shape[0], -1, 4, 4)
         for size, block in zip(self.sizes, self.blocks):
             x = block(x, cond)
@@ -90,6 +93,15 @@ class Generator(PretrainedModel):
     def sample_noise(self, n: int, generator: torch.Generator | None = None, truncation: float | None = None,
                      mode: str = "resample", device=None) -> torch.Tensor:
         return sample_noise(n, self.config.z_dim, generator, truncation, mode, device or self.fc.weight.device)
+
+
+def token_states(model: nn.Module, text: TextEmbedding) -> torch.Tensor | None:
+    """The caption's token states as a generator's cross-attention reads them: projected, then passed
+    through its `token_refiner` where it has one; None where it has no cross-attention."""
+    if model.token_proj is None:
+        return None
+    tokens = model.token_proj(text.tokens)
+    return tokens if model.token_refiner is None else model.token_refiner(tokens, text.mask)
 
 
 def text_condition(model: nn.Module, text: TextEmbedding) -> torch.Tensor:
@@ -136,6 +148,8 @@ class GANCLSConfig:
     token_pool: int = 0                     # > 0: add to the projected pooled text an attention pooling of
                                             # the tokens by this many learned queries (TokenPool); the first
                                             # transposed convolution then draws each query's slot in place
+    token_layers: int = 0                   # > 0: trainable self-attention layers over the projected tokens
+                                            # before the cross-attention reads them (TokenRefiner)
 
     def __post_init__(self):
         check_resolution(self.resolution)
@@ -170,6 +184,7 @@ class GANCLSGenerator(PretrainedModel):
         self.to_rgb = nn.ConvTranspose2d(widths[-1], c.channels, 4, 2, 1)
         self.sizes = [4 * 2 ** i for i in range(n_up)]
         self.token_proj = TextProjection(c.text_dim, c.cond_dim) if c.attn_resolutions else None
+        self.token_refiner = TokenRefiner(c.cond_dim, c.token_layers) if c.attn_resolutions and c.token_layers else None
         self.token_pool = TokenPool(c.text_dim, c.cond_dim, c.token_pool) if c.token_pool > 0 else None
         self.attn = nn.ModuleDict({str(s): CrossAttention(w, c.cond_dim, c.attn_heads,
                                                           positions=s if c.attn_positions else 0)
@@ -179,7 +194,7 @@ class GANCLSGenerator(PretrainedModel):
 
     def forward(self, z: torch.Tensor, text: TextEmbedding) -> torch.Tensor:
         cond = torch.cat([z, lrelu(text_condition(self, text))], dim=1)
-        tokens = self.token_proj(text.tokens) if self.token_proj is not None else None
+        tokens = token_states(self, text)
         x = cond[:, :, None, None]
         for size, conv, norm, affine in zip(self.sizes, self.convs, self.norms, self.affines):
             x = F.relu(affine(norm(conv(x)), cond))

@@ -8,6 +8,8 @@ Conditioning enters in two ways:
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -216,6 +218,59 @@ class TokenPool(nn.Module):
         scores = torch.einsum("qw,btw->bqt", self.queries.to(k.dtype), k) / self.width ** 0.5
         attention = scores.masked_fill(~mask[:, None, :], float("-inf")).softmax(dim=-1)
         return self.out(torch.einsum("bqt,btw->bqw", attention, v).flatten(1))
+
+
+class TokenRefiner(nn.Module):
+    """Trainable self-attention over a caption's (projected) token states, before an image reads them.
+
+    A frozen encoder's token state for "3" in "a 3 left of a 7" and in "a 7 left of a 3" differ
+    little, so an image position's cross-attention query can find the digits and the place words but
+    hardly which digit a place word belongs to (benchmarks/text_binding.py: 0.67 of relation captions
+    read right from MiniLM tokens). A few pre-norm Transformer layers let the tokens exchange that
+    first. Sinusoidal positions enter each layer's normalised input only, and every layer's output
+    projections start at zero, so the refiner begins as the identity and a model starts where it
+    would without it. Attention through scaled_dot_product_attention, as in CrossAttention, so the
+    layer exports to ONNX."""
+
+    def __init__(self, dim: int, layers: int = 1, heads: int = 4, hidden: int = 2):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"the token size {dim} must be a multiple of the heads ({heads})")
+        self.heads = heads
+        self.attn_norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(layers))
+        self.qkv = nn.ModuleList(nn.Linear(dim, 3 * dim) for _ in range(layers))
+        self.attn_out = nn.ModuleList(nn.Linear(dim, dim) for _ in range(layers))
+        self.mlp_norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(layers))
+        self.mlps = nn.ModuleList(nn.Sequential(nn.Linear(dim, hidden * dim), nn.GELU(), nn.Linear(hidden * dim, dim))
+                                  for _ in range(layers))
+        for out in [*self.attn_out, *(mlp[-1] for mlp in self.mlps)]:
+            nn.init.zeros_(out.weight)
+            nn.init.zeros_(out.bias)
+
+    @staticmethod
+    def sinusoids(length: int, dim: int, device=None, dtype=None) -> torch.Tensor:
+        position = torch.arange(length, device=device, dtype=torch.float32)[:, None]
+        freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+        angles = position * freq                                                # (T, ceil(dim / 2))
+        table = torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(1)[:, :dim]
+        return table.to(dtype)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        positions = self.sinusoids(tokens.shape[1], tokens.shape[2], tokens.device, tokens.dtype)
+        attn_mask = None
+        if mask is not None:
+            mask = mask.bool()
+            mask = mask | ~mask.any(dim=1, keepdim=True)  # a row with no real token attends to all (no NaN)
+            attn_mask = mask[:, None, None, :]
+        x = tokens
+        for attn_norm, qkv, attn_out, mlp_norm, mlp in zip(self.attn_norms, self.qkv, self.attn_out,
+                                                            self.mlp_norms, self.mlps):
+            q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2)
+                       for t in qkv(attn_norm(x + positions)).chunk(3, dim=-1))
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+            x = x + attn_out(out.transpose(1, 2).flatten(2))
+            x = x + mlp(mlp_norm(x))
+        return x
 
 
 class DownBlock(nn.Module):
