@@ -97,6 +97,13 @@ def open_photo(path: Path) -> Image.Image:
     return max(jpegs, key=lambda img: img.size[0] * img.size[1])
 
 
+def photo_prefix(package: str, name: str) -> str:
+    """A package's photos are named after its first word, or its last where the file's name says
+    nothing ("sddm-theme-maldives"'s background.jpg becomes maldives-background)."""
+    words = package.split("-")
+    return words[-1] if Path(name).stem == "background" else words[0]
+
+
 def pixels(path: Path) -> int:
     with Image.open(path) as img:
         return img.size[0] * img.size[1]
@@ -129,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             for package, (folder, names) in MORE.items():
                 root = unpack(package, work) / folder
                 for n in names:
-                    chosen[f"{package.split('-')[0]}-{Path(n).stem}.jpg"] = root / n
+                    chosen[f"{photo_prefix(package, n)}-{Path(n).stem}.jpg"] = root / n
         for name, src in chosen.items():
             img = open_photo(src).convert("RGB")
             if args.max_side and max(img.size) > args.max_side:

@@ -229,6 +229,7 @@ def test_fetch_sr_photos_copies_the_named_photos_downscaled(tmp_path, monkeypatc
     assert len(list(more.iterdir())) == 24 + sum(len(p) for _, p in fetch.MORE.values()) == 50
     bamboo = Image.open(more / "enlightenment-Bamboo.png")  # the larger image of the archive, capped
     assert bamboo.size == (800, 450) and bamboo.getpixel((400, 225))[2] > 200
+    assert (more / "maldives-background.png").exists()  # a file name that says nothing gets the theme's name
     with pytest.raises(ValueError, match="not an Eet archive"):
         fetch.eet_images(b"\x89PNG" + b"\x00" * 20)
     with pytest.raises(ValueError, match="truncated Eet archive"):
