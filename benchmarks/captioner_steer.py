@@ -59,6 +59,7 @@ def measure(generator, encoder, captioner, probe, prompts, swaps, seed: int) -> 
         swap_nll = captioner.nll(pair_images, [swap for _, swap in swaps])
     return {**{a: round(float(per[a]["accuracy"]), 3) for a in ATTRIBUTES},
             "all_correct": round(float(scores["all_correct"]), 3),
+            **{f"all_correct: {kind}": round(float(v["all_correct"]), 3) for kind, v in scores["all_correct_by_kind"].items()},
             "digits": round(weighted(["digit1", "digit2"]), 3), "placed": round(weighted(["placed1", "placed2"]), 3),
             "swaps_on_generated": round(float((true_nll < swap_nll).float().mean()), 3)}
 
@@ -120,6 +121,8 @@ def main(argv=None) -> int:
     columns = [("generator", "generator", ""), ("captioner loss (nats/word)", "loss", ""),
                ("digit1", "digit1", ">.3f"), ("digit2", "digit2", ">.3f"), ("placed1", "placed1", ">.3f"),
                ("placed2", "placed2", ">.3f"), ("relation", "relation", ">.3f"), ("all-correct", "all_correct", ">.3f"),
+               *((f"all-correct, {kind}", f"all_correct: {kind}", ">.3f")
+                 for kind in ("one digit", "two digits in named cells", "two digits in a relation")),
                ("weighted digits", "digits", ">.3f"), ("weighted placed", "placed", ">.3f"),
                ("captioner: true over swap, generated pairs", "swaps_on_generated", ">.3f")]
     m = results["machine"]
