@@ -47,8 +47,9 @@ def parse_args(argv=None):
                    help="comma list of kinds of caption: " + ", ".join(KINDS))
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threads", type=int, default=os.cpu_count())
-    p.add_argument("--refine", type=lambda s: [int(x) for x in s.split(",") if x], default=[1, 2],
-                   help="comma list of trainable self-attention layer counts before the token readout")
+    p.add_argument("--refine", type=lambda s: [int(x) for x in s.split(",") if x], default=[],
+                   help="comma list of trainable self-attention layer counts (the generator's TokenRefiner) "
+                        "before the token readout, each a further readout row, e.g. 1,2")
     p.add_argument("--out", type=Path, default=ROOT / "docs")
     return p.parse_args(argv)
 
