@@ -33,19 +33,29 @@ def test_a_fresh_pooling_discriminator_is_the_plain_one(head):
         torch.testing.assert_close(pooling(images, text.pooled, text), plain(images, text.pooled))
 
 
-@pytest.mark.parametrize("family", ["gan-cls", "dfgan"])
-def test_a_fresh_pooling_generator_is_the_plain_one(family):
-    kw = {"resolution": 16, "channels": 3, "text_dim": 5, "z_dim": 4, "cond_dim": 8, "ngf": 8, "attn_resolutions": ()}
+def assert_a_fresh_generator_with_is_the_plain_one(family: str, setting: str, value, **kw):
+    """A generator built with `setting` (whose weights are named after it), loaded with a plain one's
+    weights, draws what the plain one draws."""
+    kw = {"resolution": 16, "channels": 3, "text_dim": 5, "z_dim": 4, "cond_dim": 8, "ngf": 8, "attn_resolutions": (),
+          **kw}
     cls, cfg = (GANCLSGenerator, GANCLSConfig) if family == "gan-cls" else (Generator, GeneratorConfig)
     torch.manual_seed(0)
-    plain, pooling = cls(cfg(**kw)), cls(cfg(**kw, token_pool=3))
-    missing, unexpected = pooling.load_state_dict(plain.state_dict(), strict=False)
-    assert not unexpected and missing and all(k.startswith("token_pool.") for k in missing)
+    plain, other = cls(cfg(**kw)), cls(cfg(**kw, **{setting: value}))
+    for p in plain.attn.parameters():  # let any cross-attention count, so the tokens reach the image
+        torch.nn.init.normal_(p, std=0.3)
+    missing, unexpected = other.load_state_dict(plain.state_dict(), strict=False)
+    prefix = {"token_pool": "token_pool.", "token_layers": "token_refiner."}[setting]
+    assert not unexpected and missing and all(k.startswith(prefix) for k in missing)
     _, text, _ = two_sides(4, torch.Generator().manual_seed(0))
-    plain.eval(), pooling.eval()
+    plain.eval(), other.eval()
     z = torch.randn(4, 4)
     with torch.no_grad():
-        torch.testing.assert_close(pooling(z, text), plain(z, text))
+        torch.testing.assert_close(other(z, text), plain(z, text))
+
+
+@pytest.mark.parametrize("family", ["gan-cls", "dfgan"])
+def test_a_fresh_pooling_generator_is_the_plain_one(family):
+    assert_a_fresh_generator_with_is_the_plain_one(family, "token_pool", 3)
 
 
 def test_missing_tokens_are_refused_with_a_reason():

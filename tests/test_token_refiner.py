@@ -8,8 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from test_region_text import two_sides
-from wordcanvas.models.gan import GANCLSConfig, GANCLSGenerator, Generator, GeneratorConfig
+from test_token_pool import assert_a_fresh_generator_with_is_the_plain_one
 from wordcanvas.models.layers import CrossAttention, TokenRefiner
 
 
@@ -36,19 +35,7 @@ def test_padding_does_not_change_the_real_tokens():
 
 @pytest.mark.parametrize("family", ["gan-cls", "dfgan"])
 def test_a_fresh_refining_generator_is_the_plain_one(family):
-    kw = {"resolution": 16, "channels": 3, "text_dim": 5, "z_dim": 4, "cond_dim": 8, "ngf": 8, "attn_resolutions": (8,)}
-    cls, cfg = (GANCLSGenerator, GANCLSConfig) if family == "gan-cls" else (Generator, GeneratorConfig)
-    torch.manual_seed(0)
-    plain, refining = cls(cfg(**kw)), cls(cfg(**kw, token_layers=1))
-    for p in plain.attn.parameters():  # let the cross-attention count, so the tokens reach the image
-        torch.nn.init.normal_(p, std=0.3)
-    missing, unexpected = refining.load_state_dict(plain.state_dict(), strict=False)
-    assert not unexpected and missing and all(k.startswith("token_refiner.") for k in missing)
-    _, text, _ = two_sides(4, torch.Generator().manual_seed(0))
-    plain.eval(), refining.eval()
-    z = torch.randn(4, 4)
-    with torch.no_grad():
-        torch.testing.assert_close(refining(z, text), plain(z, text))
+    assert_a_fresh_generator_with_is_the_plain_one(family, "token_layers", 1, attn_resolutions=(8,))
 
 
 def relation_task(batch: int, generator: torch.Generator):
