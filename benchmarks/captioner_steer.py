@@ -126,10 +126,11 @@ def main(argv=None) -> int:
                ("weighted digits", "digits", ">.3f"), ("weighted placed", "placed", ">.3f"),
                ("captioner: true over swap, generated pairs", "swaps_on_generated", ">.3f")]
     m = results["machine"]
+    trained = (f"trained further on its captioner's per-word negative log-likelihood only (captioner frozen, no "
+               f"discriminator; training captions of two digits, batch {args.batch}, Adam lr {args.lr}, seed "
+               f"{args.seed}; {seconds:.0f} s)" if args.steps else "as trained (--steps 0: no further training)")
     lines = ["# Can the captioner alone steer the generator?", "",
-             f"The EMA generator of `{args.run}` trained further on its captioner's per-word negative log-likelihood "
-             f"only (captioner frozen, no discriminator; training captions of two digits, batch {args.batch}, Adam lr "
-             f"{args.lr}, seed {args.seed}; {seconds:.0f} s). Probe columns: the benchmark's {args.n_eval} evaluation "
+             f"The EMA generator of `{args.run}` {trained}. Probe columns: the benchmark's {args.n_eval} evaluation "
              f"prompts, scored by the independent probe; last column: the captioner on the generator's images for "
              f"{len(swaps)} two-digit test captions. {m.get('cpu', '')}, torch threads {m.get('threads')}.", "",
              markdown_table(rows, columns), "", f"Command: `{results['command']}`", ""]
