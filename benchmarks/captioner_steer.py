@@ -45,14 +45,13 @@ def measure(generator, encoder, captioner, probe, prompts, swaps, seed: int) -> 
     """Probe accuracies on the evaluation prompts and the captioner's swap ranking on generated pairs."""
     import torch
 
+    from gan_quality import weighted_accuracy
     from near_miss_probe import draw
     from wordcanvas.metrics.probes import probe_scores
 
     images = draw(generator, encoder, [p.text for p in prompts], seed).clamp(-1, 1)
     scores = probe_scores(probe, images, prompts)
     per = scores["per_attribute"]
-    weighted = lambda names: (sum(per[n]["accuracy"] * per[n]["count"] for n in names)  # noqa: E731
-                              / sum(per[n]["count"] for n in names))
     pair_images = draw(generator, encoder, [true for true, _ in swaps], seed).clamp(-1, 1)
     with torch.no_grad():
         true_nll = captioner.nll(pair_images, [true for true, _ in swaps])
@@ -60,7 +59,8 @@ def measure(generator, encoder, captioner, probe, prompts, swaps, seed: int) -> 
     return {**{a: round(float(per[a]["accuracy"]), 3) for a in ATTRIBUTES},
             "all_correct": round(float(scores["all_correct"]), 3),
             **{f"all_correct: {kind}": round(float(v["all_correct"]), 3) for kind, v in scores["all_correct_by_kind"].items()},
-            "digits": round(weighted(["digit1", "digit2"]), 3), "placed": round(weighted(["placed1", "placed2"]), 3),
+            "digits": round(weighted_accuracy(per, ["digit1", "digit2"]), 3),
+            "placed": round(weighted_accuracy(per, ["placed1", "placed2"]), 3),
             "swaps_on_generated": round(float((true_nll < swap_nll).float().mean()), 3)}
 
 

@@ -329,6 +329,13 @@ def attribute_rows(results: dict) -> list[dict]:
     return rows
 
 
+def weighted_accuracy(per_attribute: dict, keys) -> float:
+    """The accuracy over several probe attributes, each weighted by how many prompts name it."""
+    hits = sum(per_attribute[k]["accuracy"] * per_attribute[k]["count"] for k in keys if k in per_attribute)
+    count = sum(per_attribute[k]["count"] for k in keys if k in per_attribute)
+    return hits / count if count else float("nan")
+
+
 def captioned_mnist_lines(results: dict) -> list[str]:
     """The issue's captioned-MNIST target: digit identity and position accuracy >= 80%, read as the
     probe finding the named digits (digit1/2) and each named digit in its named cell (placed1/2)."""
@@ -337,13 +344,7 @@ def captioned_mnist_lines(results: dict) -> list[str]:
              "its named cell; `pos` alone only asks for ink there)."]
     for name, model in ordered(results):
         per = model["marks"][-1]["eval"]["main"]["probe"]["per_attribute"]
-
-        def mean(keys):
-            hits = sum(per[k]["accuracy"] * per[k]["count"] for k in keys if k in per)
-            count = sum(per[k]["count"] for k in keys if k in per)
-            return hits / count if count else float("nan")
-
-        digit, placed = mean(("digit1", "digit2")), mean(("placed1", "placed2"))
+        digit, placed = weighted_accuracy(per, ("digit1", "digit2")), weighted_accuracy(per, ("placed1", "placed2"))
         met = digit >= 0.8 and placed >= 0.8
         lines.append(f"- {name} ({model['marks'][-1]['minutes']:g} min): digits {digit:.1%}, placed {placed:.1%}"
                      + (f", relation {per['relation']['accuracy']:.1%}" if "relation" in per else "")

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from test_token_pool import assert_a_fresh_generator_with_is_the_plain_one
+from wordcanvas.models.gan import GANCLSConfig, GeneratorConfig
 from wordcanvas.models.layers import CrossAttention, TokenRefiner
 
 
@@ -36,6 +37,14 @@ def test_padding_does_not_change_the_real_tokens():
 @pytest.mark.parametrize("family", ["gan-cls", "dfgan"])
 def test_a_fresh_refining_generator_is_the_plain_one(family):
     assert_a_fresh_generator_with_is_the_plain_one(family, "token_layers", 1, attn_resolutions=(8,))
+
+
+@pytest.mark.parametrize("config", [GANCLSConfig, GeneratorConfig])
+def test_token_layers_without_cross_attention_are_refused(config):
+    with pytest.raises(ValueError, match="token_layers=1 needs cross-attention"):
+        config(resolution=16, attn_resolutions=(), token_layers=1)
+    with pytest.raises(ValueError, match="token_layers=1 needs cross-attention"):
+        config(resolution=16, attn_resolutions=(64,), token_layers=1)  # outside this generator's blocks
 
 
 def relation_task(batch: int, generator: torch.Generator):

@@ -50,6 +50,7 @@ class GeneratorConfig:
     def __post_init__(self):
         check_resolution(self.resolution)
         self.attn_resolutions = tuple(int(r) for r in self.attn_resolutions if 8 <= int(r) <= self.resolution)
+        check_token_layers(self)
         if self.output not in ("linear", "tanh"):
             raise ValueError(f"output must be 'linear' or 'tanh', got {self.output!r}")
 
@@ -64,7 +65,7 @@ class Generator(PretrainedModel):
         width = lambda size: channels_at(c.resolution, size, c.ngf, c.max_channels)  # noqa: E731
         self.text_proj = TextProjection(c.text_dim, c.cond_dim)
         self.token_proj = TextProjection(c.text_dim, c.cond_dim) if c.attn_resolutions else None
-        self.token_refiner = TokenRefiner(c.cond_dim, c.token_layers) if c.attn_resolutions and c.token_layers else None
+        self.token_refiner = TokenRefiner(c.cond_dim, c.token_layers) if c.token_layers else None
         self.token_pool = TokenPool(c.text_dim, c.cond_dim, c.token_pool) if c.token_pool > 0 else None
         self.fc = nn.Linear(c.z_dim, width(4) * 16)
         cond = c.z_dim + c.cond_dim
@@ -93,6 +94,15 @@ class Generator(PretrainedModel):
     def sample_noise(self, n: int, generator: torch.Generator | None = None, truncation: float | None = None,
                      mode: str = "resample", device=None) -> torch.Tensor:
         return sample_noise(n, self.config.z_dim, generator, truncation, mode, device or self.fc.weight.device)
+
+
+def check_token_layers(config) -> None:
+    """token_layers refine what the cross-attention reads: refused, not ignored, without any."""
+    if config.token_layers < 0:
+        raise ValueError(f"token_layers must be >= 0, got {config.token_layers}")
+    if config.token_layers and not config.attn_resolutions:
+        raise ValueError(f"token_layers={config.token_layers} needs cross-attention (attn_resolutions within "
+                         f"this {config.resolution} px generator's blocks); none is set")
 
 
 def token_states(model: nn.Module, text: TextEmbedding) -> torch.Tensor | None:
@@ -155,6 +165,7 @@ class GANCLSConfig:
         check_resolution(self.resolution)
         # the blocks end at resolution / 2: the last transposed convolution draws the image
         self.attn_resolutions = tuple(int(r) for r in self.attn_resolutions if 4 <= int(r) <= self.resolution // 2)
+        check_token_layers(self)
 
 
 class GANCLSGenerator(PretrainedModel):
@@ -184,7 +195,7 @@ class GANCLSGenerator(PretrainedModel):
         self.to_rgb = nn.ConvTranspose2d(widths[-1], c.channels, 4, 2, 1)
         self.sizes = [4 * 2 ** i for i in range(n_up)]
         self.token_proj = TextProjection(c.text_dim, c.cond_dim) if c.attn_resolutions else None
-        self.token_refiner = TokenRefiner(c.cond_dim, c.token_layers) if c.attn_resolutions and c.token_layers else None
+        self.token_refiner = TokenRefiner(c.cond_dim, c.token_layers) if c.token_layers else None
         self.token_pool = TokenPool(c.text_dim, c.cond_dim, c.token_pool) if c.token_pool > 0 else None
         self.attn = nn.ModuleDict({str(s): CrossAttention(w, c.cond_dim, c.attn_heads,
                                                           positions=s if c.attn_positions else 0)
