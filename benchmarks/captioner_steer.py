@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from near_miss_probe import load_run, test_items
+    from near_miss_probe import load_run, run_checkpoint, test_items
     from wordcanvas.data.captioned_mnist import CaptionedMNIST
     from wordcanvas.metrics.probes import load_probe
     from wordcanvas.models.captioner import Captioner
@@ -78,8 +78,7 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     generator, _, encoder_name, step = load_run(args.run)
-    run = Path(args.run.partition("@")[0])
-    captioner = Captioner.from_pretrained(run / "checkpoints" / f"step-{step:07d}" / "captioner").eval()
+    captioner = Captioner.from_pretrained(run_checkpoint(args.run)[1] / "captioner").eval()
     captioner.requires_grad_(False)
     encoder = load_encoder(encoder_name)
     probe = load_probe("captioned-mnist")

@@ -88,11 +88,9 @@ def test_items(n: int, seed: int):
     return {"two digits": pairs, "one digit": singles}
 
 
-def load_run(spec: str):
-    """(generator, discriminator, encoder name, step) of a run folder's checkpoint."""
-    from wordcanvas.models.gan import Discriminator
+def run_checkpoint(spec: str) -> tuple[dict, Path]:
+    """(config, checkpoint folder) of RUN[@STEP]: that step's checkpoint, else the newest."""
     from wordcanvas.train.checkpoint import step_folders
-    from wordcanvas.train.gan_step import ARCHS
 
     folder, _, step = spec.partition("@")
     run = Path(folder)
@@ -102,7 +100,15 @@ def load_run(spec: str):
         found = [f for f in found if int(f.name.split("-")[1]) == int(step)]
     if not found:
         raise SystemExit(f"{spec}: no checkpoint{' at step ' + step if step else ''} in {run / 'checkpoints'}")
-    ckpt = found[0]  # newest first
+    return config, found[0]  # newest first
+
+
+def load_run(spec: str):
+    """(generator, discriminator, encoder name, step) of a run folder's checkpoint."""
+    from wordcanvas.models.gan import Discriminator
+    from wordcanvas.train.gan_step import ARCHS
+
+    config, ckpt = run_checkpoint(spec)
     generator = ARCHS[config["model"].get("arch", "dfgan")][0].from_pretrained(ckpt / "generator_ema").eval()
     return generator, Discriminator.from_pretrained(ckpt / "discriminator").eval(), config["encoder"], \
         int(ckpt.name.split("-")[1])
