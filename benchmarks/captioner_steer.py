@@ -33,6 +33,11 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-4, help="the generator's Adam learning rate")
+    p.add_argument("--loss", choices=("nll", "rank", "both"), default="nll",
+                   help="nll: the captioner's per-word negative log-likelihood of the caption (the GAN's term); "
+                        "rank: softplus of the true caption's nats minus a near miss's (the dataset's "
+                        "contrast_captions: digits swapped, one moved...), so only the words that tell them "
+                        "apart pull; both: their sum")
     p.add_argument("--n-eval", dest="n_eval", type=int, default=2000, help="evaluation prompts (test split)")
     p.add_argument("--n-swaps", dest="n_swaps", type=int, default=500, help="two-digit test captions for the swap ranking")
     p.add_argument("--seed", type=int, default=0)
@@ -100,7 +105,15 @@ def main(argv=None) -> int:
         captions = [str(rng.choice(train.captions(int(j)))) for j in picked]
         z = generator.sample_noise(args.batch, noise)
         # eval mode: BatchNorm keeps the EMA generator's standing statistics; only the weights move
-        loss = captioner.nll(generator(z, encoder.encode(captions)).float(), captions, per_word=True).mean()
+        images = generator(z, encoder.encode(captions)).float()
+        regions = captioner.encode_images(images)
+        loss = 0.0
+        if args.loss in ("nll", "both"):
+            loss = loss + captioner.nll(images, captions, regions, per_word=True).mean()
+        if args.loss in ("rank", "both"):
+            near = [str(rng.choice(train.contrast_captions(int(j)))) for j in picked]
+            loss = loss + torch.nn.functional.softplus(captioner.nll(images, captions, regions)
+                                                       - captioner.nll(images, near, regions)).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -112,7 +125,7 @@ def main(argv=None) -> int:
             print(rows[-1], flush=True)
     seconds = time.perf_counter() - t_train
     results = {"command": command_line(), "machine": machine_info(threads=args.threads), "run": args.run,
-               "steps": args.steps, "batch": args.batch, "lr": args.lr, "n_eval": args.n_eval,
+               "steps": args.steps, "batch": args.batch, "lr": args.lr, "loss": args.loss, "n_eval": args.n_eval,
                "n_swaps": len(swaps), "seed": args.seed, "train_seconds": round(seconds, 1),
                "seconds": round(time.perf_counter() - t0, 1), "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -125,7 +138,11 @@ def main(argv=None) -> int:
                ("weighted digits", "digits", ">.3f"), ("weighted placed", "placed", ">.3f"),
                ("captioner: true over swap, generated pairs", "swaps_on_generated", ">.3f")]
     m = results["machine"]
-    trained = (f"trained further on its captioner's per-word negative log-likelihood only (captioner frozen, no "
+    objective = {"nll": "its captioner's per-word negative log-likelihood",
+                 "rank": "its captioner's ranking of the true caption over a near miss (softplus of the nats' difference)",
+                 "both": "its captioner's per-word negative log-likelihood plus its ranking of the true caption over a "
+                         "near miss"}[args.loss]
+    trained = (f"trained further on {objective} only (captioner frozen, no "
                f"discriminator; training captions of two digits, batch {args.batch}, Adam lr {args.lr}, seed "
                f"{args.seed}; {seconds:.0f} s)" if args.steps else "as trained (--steps 0: no further training)")
     lines = ["# Can the captioner alone steer the generator?", "",
