@@ -130,7 +130,8 @@ def main(argv=None) -> int:
                "seconds": round(time.perf_counter() - t0, 1), "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "captioner_steer.json", results)
-    columns = [("generator", "generator", ""), ("captioner loss (nats/word)", "loss", ""),
+    loss_name = {"nll": "captioner loss (nats/word)", "rank": "ranking loss", "both": "nats/word + ranking loss"}[args.loss]
+    columns = [("generator", "generator", ""), (loss_name, "loss", ""),
                ("digit1", "digit1", ">.3f"), ("digit2", "digit2", ">.3f"), ("placed1", "placed1", ">.3f"),
                ("placed2", "placed2", ">.3f"), ("relation", "relation", ">.3f"), ("all-correct", "all_correct", ">.3f"),
                *((f"all-correct, {kind}", f"all_correct: {kind}", ">.3f")

@@ -249,11 +249,6 @@ class GANSettings:
                                             # well each caption can be read back from G's image; G minimises its
                                             # per-word negative log-likelihood. It learns from every word, so it
                                             # sees which digit is where, which matching heads miss; 0 = off
-    captioner_rank: float = 0.0             # weight of a ranking term on the same captioner: G is rewarded when its
-                                            # image's caption is more likely than the item's near miss (softplus
-                                            # of the nats' difference), so only the words that tell them apart
-                                            # pull (the per-word term spreads over all ~8, a swap changes 2);
-                                            # needs a dataset with contrast_captions; 0 = off
     captioner_config: dict = field(default_factory=dict)  # CaptionerConfig fields (width, dim, layers, heads)
     captioner_lr: float = 3e-4              # the captioner's Adam learning rate
     captioner_init: str | None = None       # a saved captioner folder to start from (captioner_learnability.py
@@ -274,9 +269,8 @@ class GANSettings:
             raise ValueError(f"reg must be 'magp', 'r1', 'wgan-gp' or 'none', got {self.reg!r}")
         parse_policy(self.augment)
         self.reg_every = max(1, int(self.reg_every))
-        if self.captioner < 0 or self.captioner_rank < 0 or self.captioner_lr <= 0:
-            raise ValueError("captioner and captioner_rank must be >= 0 and captioner_lr > 0, got "
-                             f"{self.captioner}, {self.captioner_rank} and {self.captioner_lr}")
+        if self.captioner < 0 or self.captioner_lr <= 0:
+            raise ValueError(f"captioner must be >= 0 and captioner_lr > 0, got {self.captioner} and {self.captioner_lr}")
         reserved = {"vocabulary", "resolution", "channels"} & set(self.captioner_config)
         if reserved:
             raise ValueError(f"captioner_config sets {sorted(reserved)}: these come from the dataset")
@@ -344,7 +338,7 @@ class GANFamily:
         self.opt_g = torch.optim.Adam(g_params, lr=lr, betas=betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=lr_d, betas=betas)
         self.captioner = self.opt_c = None
-        if s.captioner > 0 or s.captioner_rank > 0:  # vocabulary: every word of the training captions (same on resume)
+        if s.captioner > 0:  # the vocabulary is every word of the training captions: the same on resume
             vocabulary = build_vocabulary(c for i in range(len(dataset)) for c in dataset.captions(i))
             if s.captioner_init:
                 self.captioner = initial_captioner(s.captioner_init, vocabulary, cfg.resolution, dataset.channels,
@@ -358,7 +352,7 @@ class GANFamily:
         self.amp = cfg.amp and device.type == "cuda"
         self.dataset = dataset  # captions for the standing statistics
         # the loader brings each item's near-miss captions: the candidates mining picks from
-        self.wants_near_misses = int(s.hard_negative_pool) if s.hard_negatives > 0 else int(s.captioner_rank > 0)
+        self.wants_near_misses = int(s.hard_negative_pool) if s.hard_negatives > 0 else 0
 
     # the loop's view of the family
     @property
@@ -443,10 +437,10 @@ class GANFamily:
         # D reads each caption's tokens: the mismatched captions bring theirs too (gathered only then)
         mis_text = roll_global_text(text, self.dist) if D.reads_tokens else None
         near_miss = near_miss_text = None  # each item's near-miss caption: pooled (B, text_dim), and whole
-        if (s.hard_negatives > 0 or s.captioner_rank > 0) and "contrast" not in batch:
-            raise ValueError("hard_negatives > 0 and captioner_rank > 0 need a dataset that writes near-miss "
-                             "captions (contrast_captions; built in: captioned-mnist, toy-faces)")
         if s.hard_negatives > 0:
+            if "contrast" not in batch:
+                raise ValueError("hard_negatives > 0 needs a dataset that writes near-miss captions "
+                                 "(contrast_captions; built in: captioned-mnist, toy-faces)")
             near_miss_text = embed_texts(self.encoder, batch["contrast"], self.device)
             if len(near_miss_text) != b:  # k candidates per item: D's most plausible one is the near miss
                 near_miss_text = self.hardest_near_misses(real.detach(), near_miss_text)
@@ -526,16 +520,9 @@ class GANFamily:
                 loss_g = loss_g + s.word_contrastive * word_g
                 stats["word_contrastive_g"] = word_g.detach()
             if self.captioner is not None:
-                C, regions = self.captioner, self.captioner.encode_images(fake.float())
-                if s.captioner > 0:
-                    redescribe = C.nll(fake, captions, regions, per_word=True).mean()
-                    loss_g = loss_g + s.captioner * redescribe
-                    stats["captioner_fake"] = redescribe.detach()
-                if s.captioner_rank > 0:
-                    k = len(batch["contrast"]) // b  # one near miss per item: the first of its k candidates
-                    rank = F.softplus(C.nll(fake, captions, regions) - C.nll(fake, batch["contrast"][::k], regions)).mean()
-                    loss_g = loss_g + s.captioner_rank * rank
-                    stats["captioner_rank"] = rank.detach()
+                redescribe = self.captioner.nll(fake.float(), captions, per_word=True).mean()
+                loss_g = loss_g + s.captioner * redescribe
+                stats["captioner_fake"] = redescribe.detach()
             if s.mode_seeking > 0 and b >= 2:
                 h = b // 2
                 z2 = g.noise(G, h)
