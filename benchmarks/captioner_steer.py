@@ -11,7 +11,9 @@ on the captioner's per-word negative log-likelihood alone (no discriminator), on
 of two digits, for --steps steps. Before and after, the generator's images for the benchmark's
 2,000 evaluation prompts are scored by the independent probe (the one gan_quality.py uses), so an
 image that only fools the captioner does not count; and the captioner's own ranking of the true
-caption over its swap on the generated images is reported beside it.
+caption over its swap on the generated images is reported beside it. `--loss rank` trains on a
+ranking form instead (softplus of the true caption's nats minus a near miss's), `--loss both` on
+their sum.
 
 Writes <out>/captioner_steer.json and .md.
 """
