@@ -98,7 +98,8 @@ def main(argv=None) -> int:
              f"Two-digit test captions (n = {args.n}, seed {args.seed}); each near miss drawn with the true caption's "
              "noise. image: mean absolute pixel change from the true caption's picture, over the same for another "
              "test caption; text: distance between the standardised pooled embeddings, over the same for another "
-             "caption (1 = as different as an unrelated caption).", "",
+             f"caption (1 = as different as an unrelated caption). {results['machine'].get('cpu', '')}, torch threads "
+             f"{results['machine'].get('threads')}.", "",
              markdown_table(rows, columns), "", f"Command: `{results['command']}`", ""]
     (args.out / "swap_sensitivity.md").write_text("\n".join(lines))
     print("\n".join(lines))
