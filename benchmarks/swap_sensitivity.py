@@ -56,9 +56,9 @@ def sensitivity(generator, encoder, items: list, seed: int) -> dict:
             wrong = [items[i][2][kind] for i in keep]
             # the near miss drawn with each true caption's own noise: draw() numbers noise by position
             noise = generator.sample_noise(len(true), torch.Generator().manual_seed(seed))[keep]
-            miss_images = torch.cat([generator(noise[j:j + 100], encoder.encode(wrong[j:j + 100]))
-                                     for j in range(0, len(wrong), 100)])
-            both = standardize(torch.cat([pooled, encoder.encode(wrong).pooled]))
+            chunks = [(j, encoder.encode(wrong[j:j + 100])) for j in range(0, len(wrong), 100)]
+            miss_images = torch.cat([generator(noise[j:j + 100], text) for j, text in chunks])
+            both = standardize(torch.cat([pooled, *(text.pooled for _, text in chunks)]))
             text_gap = (both[:len(true)][keep] - both[len(true):]).norm(dim=1)
             result[kind] = {"n": len(keep),
                             "image": float((images[keep] - miss_images).abs().mean(dim=(1, 2, 3)).mean()

@@ -44,6 +44,9 @@ class GeneratorConfig:
                                                 # with which); 0 = the encoder's pooled vector only
     token_layers: int = 0                       # > 0: trainable self-attention layers over the projected tokens
                                                 # before the cross-attention reads them (TokenRefiner)
+    pooled_text: bool = True                    # False: the blocks get no pooled caption vector, so the caption
+                                                # reaches the picture only through the place-by-place
+                                                # cross-attention (as in latent diffusion's U-Net)
     output: str = "linear"                      # "linear": raw while training, clamped to [-1, 1] in eval mode
                                                 # (no saturation to get stuck in); "tanh" as in DF-GAN
 
@@ -51,6 +54,7 @@ class GeneratorConfig:
         check_resolution(self.resolution)
         self.attn_resolutions = tuple(int(r) for r in self.attn_resolutions if 8 <= int(r) <= self.resolution)
         check_token_layers(self)
+        check_pooled_text(self)
         if self.output not in ("linear", "tanh"):
             raise ValueError(f"output must be 'linear' or 'tanh', got {self.output!r}")
 
@@ -63,12 +67,12 @@ class Generator(PretrainedModel):
         super().__init__(config)
         c = config
         width = lambda size: channels_at(c.resolution, size, c.ngf, c.max_channels)  # noqa: E731
-        self.text_proj = TextProjection(c.text_dim, c.cond_dim)
+        self.text_proj = TextProjection(c.text_dim, c.cond_dim) if c.pooled_text else None
         self.token_proj = TextProjection(c.text_dim, c.cond_dim) if c.attn_resolutions else None
         self.token_refiner = TokenRefiner(c.cond_dim, c.token_layers) if c.token_layers else None
         self.token_pool = TokenPool(c.text_dim, c.cond_dim, c.token_pool) if c.token_pool > 0 else None
         self.fc = nn.Linear(c.z_dim, width(4) * 16)
-        cond = c.z_dim + c.cond_dim
+        cond = c.z_dim + condition_size(c)
         self.sizes = [4 * 2 ** (i + 1) for i in range(c.resolution.bit_length() - 3)]  # 8, 16, ..., resolution
         self.blocks = nn.ModuleList(UpBlock(cond, width(s // 2), width(s), c.fusion) for s in self.sizes)
         self.attn = nn.ModuleDict({str(s): CrossAttention(width(s), c.cond_dim, c.attn_heads,
@@ -79,7 +83,8 @@ class Generator(PretrainedModel):
     def forward(self, z: torch.Tensor, text: TextEmbedding) -> torch.Tensor:
         """z (B, z_dim), text for B captions -> images (B, C, H, W), in [-1, 1] except for the raw
         training output of output="linear"."""
-        cond = torch.cat([z, text_condition(self, text)], dim=1)
+        caption = text_condition(self, text)
+        cond = z if caption is None else torch.cat([z, caption], dim=1)
         tokens = token_states(self, text)
         x = self.fc(z).view(z.shape[0], -1, 4, 4)
         for size, block in zip(self.sizes, self.blocks):
@@ -105,6 +110,18 @@ def check_token_layers(config) -> None:
                          f"this {config.resolution} px generator's blocks); none is set")
 
 
+def check_pooled_text(config) -> None:
+    """Without the pooled vector the cross-attention is the caption's only way in: refused without it."""
+    if not config.pooled_text and not config.attn_resolutions:
+        raise ValueError(f"pooled_text=False leaves the generator no way to read the caption: set attn_resolutions "
+                         f"(within this {config.resolution} px generator's blocks) for the tokens' cross-attention")
+
+
+def condition_size(config) -> int:
+    """Width of the caption vector the blocks read beside z (0 where they read none)."""
+    return config.cond_dim if config.pooled_text or config.token_pool > 0 else 0
+
+
 def token_states(model: nn.Module, text: TextEmbedding) -> torch.Tensor | None:
     """The caption's token states as a generator's cross-attention reads them: projected, then passed
     through its `token_refiner` where it has one; None where it has no cross-attention."""
@@ -114,11 +131,13 @@ def token_states(model: nn.Module, text: TextEmbedding) -> torch.Tensor | None:
     return tokens if model.token_refiner is None else model.token_refiner(tokens, text.mask)
 
 
-def text_condition(model: nn.Module, text: TextEmbedding) -> torch.Tensor:
-    """A generator's caption vector: the projected pooled embedding, plus the attention-pooled
-    tokens where the model has a `token_pool`."""
-    cond = model.text_proj(text.pooled)
-    return cond if model.token_pool is None else cond + model.token_pool(text.tokens, text.mask)
+def text_condition(model: nn.Module, text: TextEmbedding) -> torch.Tensor | None:
+    """A generator's caption vector: the projected pooled embedding (unless `pooled_text` is off), plus
+    the attention-pooled tokens where the model has a `token_pool`; None where it has neither."""
+    parts = [model.text_proj(text.pooled)] if model.text_proj is not None else []
+    if model.token_pool is not None:
+        parts.append(model.token_pool(text.tokens, text.mask))
+    return sum(parts) if parts else None
 
 
 def sample_noise(n: int, z_dim: int, generator: torch.Generator | None = None, truncation: float | None = None,
@@ -160,12 +179,15 @@ class GANCLSConfig:
                                             # transposed convolution then draws each query's slot in place
     token_layers: int = 0                   # > 0: trainable self-attention layers over the projected tokens
                                             # before the cross-attention reads them (TokenRefiner)
+    pooled_text: bool = True                # False: no pooled caption vector beside z; the caption reaches
+                                            # the picture only through the place-by-place cross-attention
 
     def __post_init__(self):
         check_resolution(self.resolution)
         # the blocks end at resolution / 2: the last transposed convolution draws the image
         self.attn_resolutions = tuple(int(r) for r in self.attn_resolutions if 4 <= int(r) <= self.resolution // 2)
         check_token_layers(self)
+        check_pooled_text(self)
 
 
 class GANCLSGenerator(PretrainedModel):
@@ -184,10 +206,10 @@ class GANCLSGenerator(PretrainedModel):
     def __init__(self, config: GANCLSConfig):
         super().__init__(config)
         c = config
-        self.text_proj = TextProjection(c.text_dim, c.cond_dim)
+        self.text_proj = TextProjection(c.text_dim, c.cond_dim) if c.pooled_text else None
         n_up = c.resolution.bit_length() - 3  # 4 -> resolution
         widths = [min(c.max_channels, c.ngf * 2 ** (n_up - 1 - i)) for i in range(n_up)]  # at 4, 8, ..., resolution/2
-        cond = c.z_dim + c.cond_dim
+        cond = c.z_dim + condition_size(c)
         self.convs = nn.ModuleList([nn.ConvTranspose2d(cond, widths[0], 4, 1, 0, bias=False)] +
                                    [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False) for a, b in zip(widths, widths[1:])])
         self.norms = nn.ModuleList(nn.BatchNorm2d(w, affine=False) for w in widths)
@@ -204,7 +226,8 @@ class GANCLSGenerator(PretrainedModel):
             nn.init.normal_(m.weight, 0.0, 0.02)  # DCGAN initialisation
 
     def forward(self, z: torch.Tensor, text: TextEmbedding) -> torch.Tensor:
-        cond = torch.cat([z, lrelu(text_condition(self, text))], dim=1)
+        caption = text_condition(self, text)
+        cond = z if caption is None else torch.cat([z, lrelu(caption)], dim=1)
         tokens = token_states(self, text)
         x = cond[:, :, None, None]
         for size, conv, norm, affine in zip(self.sizes, self.convs, self.norms, self.affines):
