@@ -78,14 +78,12 @@ def test_the_discriminator_learns_to_tell_a_caption_from_its_swap():
     assert swap_ranking(Discriminator(d_config(token_pool=4))) >= 0.9
 
 
-@pytest.mark.parametrize("token_pool, lowest", [(0, 0.1), (4, None)])
-def test_a_generator_draws_each_colour_on_its_side_only_with_pooled_tokens(token_pool, lowest):
-    """Regressed straight onto two-sided images from their captions: the GAN-CLS generator with
-    token pooling reproduces them (each colour on the side its token names); from the pooled caption
-    alone it can only draw the two sides' average, because a caption and its swap pool alike."""
+def two_sides_regression_error(**config) -> float:
+    """A 16 px GAN-CLS generator (with `config`) regressed 300 steps straight onto two-sided images from
+    their captions; its mean squared error on unseen ones. Drawing the two sides' average, all that a
+    caption read as a bag of words allows, costs E[((left - right) / 2)^2] = 1/6."""
     torch.manual_seed(0)
-    g = GANCLSGenerator(GANCLSConfig(resolution=16, channels=3, text_dim=5, z_dim=2, cond_dim=16, ngf=16,
-                                     token_pool=token_pool))
+    g = GANCLSGenerator(GANCLSConfig(resolution=16, channels=3, text_dim=5, z_dim=2, cond_dim=16, ngf=16, **config))
     opt = torch.optim.Adam(g.parameters(), lr=3e-3)
     data = torch.Generator().manual_seed(0)
     for _ in range(300):
@@ -97,7 +95,15 @@ def test_a_generator_draws_each_colour_on_its_side_only_with_pooled_tokens(token
     images, text, _ = two_sides(256, torch.Generator().manual_seed(1))
     g.eval()
     with torch.no_grad():
-        error = F.mse_loss(g(torch.zeros(256, 2), text), images).item()
+        return F.mse_loss(g(torch.zeros(256, 2), text), images).item()
+
+
+@pytest.mark.parametrize("token_pool, lowest", [(0, 0.1), (4, None)])
+def test_a_generator_draws_each_colour_on_its_side_only_with_pooled_tokens(token_pool, lowest):
+    """Regressed straight onto two-sided images from their captions: the GAN-CLS generator with
+    token pooling reproduces them (each colour on the side its token names); from the pooled caption
+    alone it can only draw the two sides' average, because a caption and its swap pool alike."""
+    error = two_sides_regression_error(token_pool=token_pool)
     if lowest is None:
         assert error < 0.02
     else:
