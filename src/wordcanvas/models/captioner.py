@@ -56,6 +56,7 @@ class CaptionerConfig:
 class Captioner(PretrainedModel):
     config_class = CaptionerConfig
     model_type = "wordcanvas-captioner"
+    region_grid = 8  # encode_images gives an 8x8 grid of regions at every resolution
 
     def __init__(self, config: CaptionerConfig):
         super().__init__(config)
@@ -72,7 +73,7 @@ class Captioner(PretrainedModel):
             chans = c.width
         self.trunk = nn.Sequential(*layers)
         self.regions = nn.Conv2d(chans, c.dim, 1)
-        self.region_positions = nn.Parameter(torch.randn(64, c.dim))  # unit scale: where a region is counts from the start
+        self.region_positions = nn.Parameter(torch.randn(self.region_grid ** 2, c.dim))  # unit scale: where a region is counts from the start
         self.embed = nn.Embedding(len(c.vocabulary), c.dim, padding_idx=PAD)
         self.word_positions = nn.Parameter(torch.randn(c.max_words + 1, c.dim) * 0.02)
         block = nn.TransformerDecoderLayer(c.dim, c.heads, 2 * c.dim, dropout=0.0, batch_first=True, norm_first=True)
@@ -95,8 +96,8 @@ class Captioner(PretrainedModel):
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 64, dim) region states: the 8x8 grid of features with their positions."""
         x = self.regions(self.trunk(images))
-        if x.shape[-2:] != (8, 8):
-            x = F.adaptive_avg_pool2d(x, 8)
+        if x.shape[-1] != self.region_grid:
+            x = F.adaptive_avg_pool2d(x, self.region_grid)
         return x.flatten(2).transpose(1, 2) + self.region_positions
 
     def logits(self, regions: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:

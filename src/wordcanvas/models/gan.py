@@ -20,8 +20,8 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from wordcanvas.models.base import PretrainedModel
-from wordcanvas.models.layers import (Affine, CrossAttention, DownBlock, TextProjection, TokenPool, TokenRefiner,
-                                      UpBlock, channels_at, check_resolution, lrelu)
+from wordcanvas.models.layers import (Affine, CrossAttention, DownBlock, RegionPrior, TextProjection, TokenPool,
+                                      TokenRefiner, UpBlock, channels_at, check_resolution, lrelu)
 from wordcanvas.text.base import TextEmbedding
 
 
@@ -140,6 +140,15 @@ def text_condition(model: nn.Module, text: TextEmbedding) -> torch.Tensor | None
     return sum(parts) if parts else None
 
 
+def resized(grid: torch.Tensor, size: int) -> torch.Tensor:
+    """A (B, C, g, g) grid at size x size: averaged down, or bilinearly up."""
+    if grid.shape[-1] == size:
+        return grid
+    if grid.shape[-1] > size:
+        return F.adaptive_avg_pool2d(grid, size)
+    return F.interpolate(grid, size=(size, size), mode="bilinear", align_corners=False)
+
+
 def sample_noise(n: int, z_dim: int, generator: torch.Generator | None = None, truncation: float | None = None,
                  mode: str = "resample", device="cpu") -> torch.Tensor:
     """Standard normal noise; with truncation t, entries beyond +-t are redrawn ("resample", a
@@ -181,6 +190,10 @@ class GANCLSConfig:
                                             # before the cross-attention reads them (TokenRefiner)
     pooled_text: bool = True                # False: no pooled caption vector beside z; the caption reaches
                                             # the picture only through the place-by-place cross-attention
+    region_grid: int = 0                    # > 0: a RegionPrior predicts this side's grid of region states from
+                                            # the caption's tokens and every block adds them in place (the GAN
+                                            # family teaches it the captioner's regions of the real images)
+    region_dim: int = 128                   # width of those region states
 
     def __post_init__(self):
         check_resolution(self.resolution)
@@ -188,6 +201,8 @@ class GANCLSConfig:
         self.attn_resolutions = tuple(int(r) for r in self.attn_resolutions if 4 <= int(r) <= self.resolution // 2)
         check_token_layers(self)
         check_pooled_text(self)
+        if self.region_grid < 0 or self.region_dim <= 0:
+            raise ValueError(f"region_grid must be >= 0 and region_dim > 0, got {self.region_grid} and {self.region_dim}")
 
 
 class GANCLSGenerator(PretrainedModel):
@@ -222,16 +237,36 @@ class GANCLSGenerator(PretrainedModel):
         self.attn = nn.ModuleDict({str(s): CrossAttention(w, c.cond_dim, c.attn_heads,
                                                           positions=s if c.attn_positions else 0)
                                    for s, w in zip(self.sizes, widths) if s in c.attn_resolutions})
+        self.region_prior = RegionPrior(c.text_dim, c.region_dim, c.region_grid ** 2) if c.region_grid else None
+        # zero at the start, so a generator begins as without the regions
+        self.region_in = nn.ModuleList(nn.Conv2d(c.region_dim, w, 1) for w in widths) if c.region_grid else None
+        for m in self.region_in or []:
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
         for m in self.convs:
             nn.init.normal_(m.weight, 0.0, 0.02)  # DCGAN initialisation
+
+    def layout(self, text: TextEmbedding) -> torch.Tensor | None:
+        """(B, region_dim, grid, grid) region states predicted from the caption, or None without a prior.
+        Detached: the prior learns from real images only (its own loss), so the generator's wish for
+        easy inputs cannot blur what it says is where."""
+        if self.region_prior is None:
+            return None
+        side = self.config.region_grid
+        regions = self.region_prior(text.tokens, text.mask).detach()
+        return regions.transpose(1, 2).reshape(regions.shape[0], -1, side, side)
 
     def forward(self, z: torch.Tensor, text: TextEmbedding) -> torch.Tensor:
         caption = text_condition(self, text)
         cond = z if caption is None else torch.cat([z, lrelu(caption)], dim=1)
         tokens = token_states(self, text)
+        layout = self.layout(text)
         x = cond[:, :, None, None]
-        for size, conv, norm, affine in zip(self.sizes, self.convs, self.norms, self.affines):
-            x = F.relu(affine(norm(conv(x)), cond))
+        for i, (size, conv, norm, affine) in enumerate(zip(self.sizes, self.convs, self.norms, self.affines)):
+            x = affine(norm(conv(x)), cond)
+            if layout is not None:
+                x = x + self.region_in[i](resized(layout, size))
+            x = F.relu(x)
             if str(size) in self.attn:
                 x = self.attn[str(size)](x, tokens, text.mask)
         return torch.tanh(self.to_rgb(x))

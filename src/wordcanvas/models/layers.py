@@ -300,3 +300,53 @@ def check_resolution(resolution: int) -> int:
     if resolution < 8 or resolution & (resolution - 1):
         raise ValueError(f"resolution must be a power of two >= 8, got {resolution}")
     return resolution
+
+
+class RegionPrior(nn.Module):
+    """A caption's picture as a square grid of region states, predicted from its token states alone.
+
+    One learned query per region reads the tokens through a small Transformer decoder (self-attention
+    among the regions, so two places can settle which thing each takes; cross-attention to the
+    tokens, which carry sinusoidal positions so that even context-free token states say which word
+    follows which). Trained to match the region states an image model computes from the real image
+    of the caption, it learns which thing is where from (image, caption) pairs alone: a generator's
+    images are not in the way, so a caption and its swap are told apart by real data, not by a judge
+    whose signal must pass through the generator (benchmarks/region_prior.py)."""
+
+    def __init__(self, text_dim: int, dim: int, regions: int = 64, layers: int = 2, heads: int = 4):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"the region size {dim} must be a multiple of the heads ({heads})")
+        self.heads = heads
+        self.project = TextProjection(text_dim, dim)
+        self.queries = nn.Parameter(torch.randn(regions, dim))
+        norms = lambda: nn.ModuleList(nn.LayerNorm(dim) for _ in range(layers))  # noqa: E731
+        linears = lambda out: nn.ModuleList(nn.Linear(dim, out) for _ in range(layers))  # noqa: E731
+        self.self_norms, self.self_qkv, self.self_out = norms(), linears(3 * dim), linears(dim)
+        self.cross_norms, self.cross_q, self.cross_kv, self.cross_out = norms(), linears(dim), linears(2 * dim), linears(dim)
+        self.memory_norm = nn.LayerNorm(dim)
+        self.mlp_norms = norms()
+        self.mlps = nn.ModuleList(nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+                                  for _ in range(layers))
+        self.norm = nn.LayerNorm(dim)
+        self.out = nn.Linear(dim, dim)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None):
+        # scaled_dot_product_attention rather than nn.MultiheadAttention, whose inference path does not export
+        q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in (q, k, v))
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).flatten(2)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, regions, dim) from (B, T, text_dim) token states and their (B, T) mask."""
+        mask = mask.bool()
+        mask = mask | ~mask.any(dim=1, keepdim=True)  # a row with no real token attends to all
+        memory = self.project(tokens)
+        memory = self.memory_norm(memory + TokenRefiner.sinusoids(memory.shape[1], memory.shape[2], memory.device,
+                                                                  memory.dtype))
+        x = self.queries.to(memory.dtype).expand(tokens.shape[0], -1, -1)
+        for i in range(len(self.mlps)):
+            x = x + self.self_out[i](self.attend(*self.self_qkv[i](self.self_norms[i](x)).chunk(3, dim=-1)))
+            k, v = self.cross_kv[i](memory).chunk(2, dim=-1)
+            x = x + self.cross_out[i](self.attend(self.cross_q[i](self.cross_norms[i](x)), k, v, mask[:, None, None, :]))
+            x = x + self.mlps[i](self.mlp_norms[i](x))
+        return self.out(self.norm(x))

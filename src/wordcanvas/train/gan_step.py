@@ -255,6 +255,11 @@ class GANSettings:
                                             # --save, or a run's checkpoints/step-N/captioner): G has a judge that
                                             # already reads the images from step 0; it must agree with
                                             # captioner_config and its vocabulary hold the dataset's words
+    region_prior: float = 0.0               # weight of the region-prior term (gan-cls only; needs the captioner): a
+                                            # RegionPrior in G predicts from the caption's tokens the captioner's
+                                            # 8x8 region states of the real image (mean squared error) and G's
+                                            # blocks add them in place, so which thing is where is learned from
+                                            # real (image, caption) pairs rather than through G's images; 0 = off
     truncation: float | None = None         # noise truncation for sample grids, evaluation and export
     truncation_mode: str = "resample"       # "resample" (redraw |z| > t) or "scale" (z * t)
     standing_stats: int = 16                # batches that re-estimate the EMA generator's BatchNorm statistics
@@ -285,6 +290,22 @@ class GANSettings:
             raise ValueError("contrastive > 0 needs a contrastive head: discriminator.contrastive_dim must be > 0")
         if self.word_contrastive > 0 and self.discriminator.get("word_dim", 1) <= 0:
             raise ValueError("word_contrastive > 0 needs a word-region head: discriminator.word_dim must be > 0")
+        if self.region_prior < 0:
+            raise ValueError(f"region_prior must be >= 0, got {self.region_prior}")
+        if self.region_prior > 0 and (self.captioner <= 0 or self.arch != "gan-cls"):
+            raise ValueError(f"region_prior > 0 learns the captioner's regions of the real images in a gan-cls "
+                             f"generator: set captioner > 0 and arch 'gan-cls' (got captioner={self.captioner}, "
+                             f"arch {self.arch!r})")
+        if {"region_grid", "region_dim"} & set(self.generator):
+            raise ValueError("generator.region_grid and region_dim come from region_prior and the captioner")
+
+    def generator_config(self) -> dict:
+        """The generator settings, with the region grid the captioner's regions set where region_prior is on
+        (a copy, as for discriminator_config)."""
+        if self.region_prior <= 0:
+            return dict(self.generator)
+        return {**self.generator, "region_grid": Captioner.region_grid,
+                "region_dim": self.captioner_config.get("dim", CaptionerConfig.dim)}
 
     def discriminator_config(self) -> dict:
         """The discriminator settings, with 128-wide contrastive heads for the terms that are on where no
@@ -327,7 +348,7 @@ class GANFamily:
         self.encoder, self.trainable = encoder, is_trainable(encoder)
         common = dict(resolution=cfg.resolution, channels=dataset.channels, text_dim=encoder.dim)
         gen_class, gen_config, trunk = ARCHS[s.arch]
-        self.G = gen_class(gen_config(**common, **s.generator)).to(device)
+        self.G = gen_class(gen_config(**common, **s.generator_config())).to(device)
         self.D = Discriminator(DiscriminatorConfig(**{**common, "trunk": trunk, **s.discriminator_config()})).to(device)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False) if cfg.ema_kimg > 0 else None
         if self.trainable:
@@ -489,10 +510,13 @@ class GANFamily:
         stats.update(loss_d=loss_d.detach(), d_real=m_real.detach().mean(), d_fake=m_fake.detach().mean(),
                      d_mismatch=m_mis.detach().mean())
 
+        real_regions = None  # the captioner's regions of the real images: what G's region prior learns
         if self.captioner is not None:  # learns to read the captions back from real images only
             C = self.captioner.requires_grad_(True)
             with self.autocast():
-                loss_c = C.nll(real.detach().float(), captions, per_word=True).mean()
+                regions = C.encode_images(real.detach().float())
+                loss_c = C.nll(real.detach().float(), captions, regions, per_word=True).mean()
+            real_regions = regions.detach().float()
             self.opt_c.zero_grad(set_to_none=True)
             loss_c.backward()
             self.dist.sync_grads([C])
@@ -523,6 +547,10 @@ class GANFamily:
                 redescribe = self.captioner.nll(fake.float(), captions, per_word=True).mean()
                 loss_g = loss_g + s.captioner * redescribe
                 stats["captioner_fake"] = redescribe.detach()
+            if s.region_prior > 0:
+                prior = F.mse_loss(G.region_prior(text.tokens, text.mask).float(), real_regions)
+                loss_g = loss_g + s.region_prior * prior
+                stats["region_prior"] = prior.detach()
             if s.mode_seeking > 0 and b >= 2:
                 h = b // 2
                 z2 = g.noise(G, h)
