@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from test_contrastive import NearMissSquares
-from test_train_loop import HashEncoder, all_state, assert_identical, tiny_config
+from test_train_loop import HashEncoder, all_state, assert_identical, straight_and_resumed, tiny_config
 from wordcanvas.models.base import CheckpointError
 from wordcanvas.models.captioner import (BOS, EOS, SPECIALS, UNK, Captioner, CaptionerConfig, build_vocabulary,
                                           words)
@@ -121,15 +121,8 @@ def test_the_captioner_learns_from_real_images_only(tmp_path):
 
 
 def test_a_run_with_the_captioner_resumes_exactly(tmp_path):
-    def run(folder: str, steps: int):
-        return train(tiny_config(tmp_path / folder, steps=steps, model=GAN), dataset=NearMissSquares(n=48),
-                     encoder=HashEncoder())
-
-    straight = run("straight", 4)
-    run("split", 2)
-    resumed = run("split", 4)
-    assert resumed.step == 4 and any(k.startswith("captioner.") for k in all_state(resumed))
-    assert_identical(all_state(straight), all_state(resumed))
+    _, resumed = straight_and_resumed(tmp_path, GAN, lambda: NearMissSquares(n=48))
+    assert any(k.startswith("captioner.") for k in all_state(resumed))
 
 
 class RenamedSquares(NearMissSquares):

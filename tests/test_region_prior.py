@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 
 from test_captioner import GAN, NearMissSquares
-from test_train_loop import HashEncoder, all_state, assert_identical, tiny_config
+from test_pooled_text import assert_onnx_equals_torch
+from test_train_loop import HashEncoder, all_state, straight_and_resumed, tiny_config
 from wordcanvas.models.gan import GANCLSConfig, GANCLSGenerator
 from wordcanvas.models.layers import RegionPrior
 from wordcanvas.text.base import TextEmbedding
-from wordcanvas.train import train
 from wordcanvas.train.gan_step import GANSettings
 
 COLOUR, SIDE = 3, 2  # token = colour part ++ side-word part: a token is a colour word or a side word
@@ -141,35 +141,14 @@ def test_settings_that_cannot_teach_a_region_prior_are_refused(change, message):
 
 
 def test_a_run_with_a_region_prior_resumes_exactly(tmp_path):
-    def run(folder: str, steps: int):
-        return train(tiny_config(tmp_path / folder, steps=steps, model=WITH_PRIOR), dataset=NearMissSquares(n=48),
-                     encoder=HashEncoder())
-
-    straight = run("straight", 4)
-    run("split", 2)
-    resumed = run("split", 4)
-    assert resumed.step == 4 and any(".region_prior." in k for k in all_state(resumed))
-    assert_identical(all_state(straight), all_state(resumed))
+    _, resumed = straight_and_resumed(tmp_path, WITH_PRIOR, lambda: NearMissSquares(n=48))
+    assert any(".region_prior." in k for k in all_state(resumed))
 
 
 def test_a_generator_with_a_region_prior_exports_to_onnx(tmp_path):
-    pytest.importorskip("onnxruntime")
-    from wordcanvas.export import TOLERANCE, OnnxGenerator, export_generator
-    from wordcanvas.generate import TextToImage
-    from wordcanvas.text.trainable import TrainableEncoder, TrainableEncoderConfig
-
     torch.manual_seed(0)
     g = GANCLSGenerator(GANCLSConfig(resolution=16, channels=3, text_dim=12, z_dim=4, cond_dim=8, ngf=8,
                                      region_grid=4, region_dim=8)).eval()
     for conv in g.region_in:
         torch.nn.init.normal_(conv.weight, std=0.3)
-    encoder = TrainableEncoder(TrainableEncoderConfig(vocab=["[PAD]", "[UNK]", "[CLS]", "a"], dim=12, depth=1, heads=2))
-    onnx = OnnxGenerator(export_generator(TextToImage(g, encoder.eval(), {"family": "gan"}), tmp_path / "g.onnx"))
-    rng = torch.Generator().manual_seed(1)
-    z, states = torch.randn(3, 4, generator=rng), torch.randn(3, 5, 12, generator=rng)
-    mask = torch.arange(5) < torch.tensor([[2], [5], [3]])
-    pooled = torch.randn(3, 12, generator=rng)
-    with torch.no_grad():
-        ref = g(z, TextEmbedding(states, mask, pooled))
-    out = onnx({"z": z, "pooled": pooled, "tokens": states, "mask": mask})
-    assert out.shape == (3, 3, 16, 16) and (out - ref).abs().max() <= TOLERANCE
+    assert_onnx_equals_torch(g, tmp_path)

@@ -122,6 +122,22 @@ def assert_identical(a: dict, b: dict) -> None:
     assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
 
 
+def straight_and_resumed(tmp_path, model: dict, make_dataset, steps: int = 4, stop: int = 2):
+    """A tiny run with these model settings trained `steps` in one go and, in another folder, `stop`
+    steps and then resumed to `steps` (a fresh copy of the settings each time, as each command line
+    gives); every weight and optimizer tensor must be identical. Returns (straight, resumed)."""
+    def run(folder: str, n: int):
+        return train(tiny_config(tmp_path / folder, steps=n, model=json.loads(json.dumps(model))),
+                     dataset=make_dataset(), encoder=HashEncoder())
+
+    straight = run("straight", steps)
+    run("split", stop)
+    resumed = run("split", steps)
+    assert resumed.step == steps
+    assert_identical(all_state(straight), all_state(resumed))
+    return straight, resumed
+
+
 # --- a short run that must learn -------------------------------------------------------------
 
 @pytest.fixture(scope="module")
