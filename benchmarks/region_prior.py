@@ -46,13 +46,10 @@ def parse_args(argv=None):
 
 
 def encode(encoder, texts: list[str], batch: int = 256):
-    import torch
+    from wordcanvas.text.base import TextEmbedding
 
-    parts = [encoder.encode(texts[i:i + batch]) for i in range(0, len(texts), batch)]
-    width = max(p.tokens.shape[1] for p in parts)
-    tokens = torch.cat([torch.nn.functional.pad(p.tokens.float(), (0, 0, 0, width - p.tokens.shape[1])) for p in parts])
-    mask = torch.cat([torch.nn.functional.pad(p.mask.bool(), (0, width - p.mask.shape[1])) for p in parts])
-    return tokens, mask
+    text = TextEmbedding.cat([encoder.encode(texts[i:i + batch]) for i in range(0, len(texts), batch)])
+    return text.tokens.float(), text.mask.bool()
 
 
 def main(argv=None) -> int:
@@ -90,15 +87,15 @@ def main(argv=None) -> int:
                 true_texts = [t for _, t, _ in group]
                 regions = prior(*encode(encoder, true_texts))
                 real_regions = captioner.encode_images(torch.stack([image for image, _, _ in group]))
-                true_pred = _nll(captioner, true_texts, regions)
-                true_real = _nll(captioner, true_texts, real_regions)
+                true_pred = captioner.nll(None, true_texts, regions)
+                true_real = captioner.nll(None, true_texts, real_regions)
                 for near in sorted({k for _, _, wrong in group for k in wrong}):
                     keep = [i for i, (_, _, wrong) in enumerate(group) if near in wrong]
                     wrong = [group[i][2][near] for i in keep]
                     rows[(kind, near)] = {
                         "n": len(keep),
-                        "predicted": float((true_pred[keep] < _nll(captioner, wrong, regions[keep])).float().mean()),
-                        "real": float((true_real[keep] < _nll(captioner, wrong, real_regions[keep])).float().mean())}
+                        "predicted": float((true_pred[keep] < captioner.nll(None, wrong, regions[keep])).float().mean()),
+                        "real": float((true_real[keep] < captioner.nll(None, wrong, real_regions[keep])).float().mean())}
         prior.train()
         return rows
 
@@ -149,17 +146,6 @@ def by_kind(tests: dict) -> dict:
     relation = [item for item in pairs if item[1].startswith(("digit", "the digit"))]
     named = [item for item in pairs if not item[1].startswith(("digit", "the digit"))]
     return {"two digits in named cells": named, "two digits in a relation": relation, "one digit": tests["one digit"]}
-
-
-def _nll(captioner, texts, regions):
-    """Per-caption negative log-likelihood given region states (the captioner's decoder alone)."""
-    import torch.nn.functional as F
-
-    from wordcanvas.models.captioner import PAD
-
-    inputs, targets = captioner.tokenize(texts)
-    logits = captioner.logits(regions, inputs)
-    return F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=PAD, reduction="none").sum(dim=1)
 
 
 if __name__ == "__main__":

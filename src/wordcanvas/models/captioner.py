@@ -107,12 +107,15 @@ class Captioner(PretrainedModel):
         h = self.decoder(h, regions, tgt_mask=causal, tgt_key_padding_mask=inputs == PAD)
         return self.out(self.norm(h))
 
-    def nll(self, images: torch.Tensor, captions: list[str], regions: torch.Tensor | None = None,
+    def nll(self, images: torch.Tensor | None, captions: list[str], regions: torch.Tensor | None = None,
             per_word: bool = False) -> torch.Tensor:
         """(B,) negative log-likelihood (nats, summed over words and the end token; per_word: their
         mean, so long and short captions weigh alike in a loss) of caption i given image i.
-        regions: encode_images(images) when already computed (several captions per image)."""
-        inputs, targets = (t.to(images.device) for t in self.tokenize(captions))
+        regions: encode_images(images) when already computed (several captions per image), or region
+        states from elsewhere (images then None)."""
+        if images is None and regions is None:
+            raise ValueError("nll needs images or their regions")
+        inputs, targets = (t.to((images if regions is None else regions).device) for t in self.tokenize(captions))
         regions = self.encode_images(images) if regions is None else regions
         logits = self.logits(regions, inputs)
         nats = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=PAD, reduction="none").sum(dim=1)
