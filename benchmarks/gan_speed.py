@@ -101,6 +101,8 @@ PRESETS["mnist-attn-word"] = {**PRESETS["mnist-attn"], "word_contrastive": 1.0}
 PRESETS["mnist-regions"] = {**PRESETS["mnist"],  # positional cross-attention in G, token-reading regions in D
                             "generator": {"ngf": 32, "attn_resolutions": [4, 8, 16], "attn_positions": True},
                             "discriminator": {**PRESETS["mnist"]["discriminator"], "cond_tokens": True}}
+# The captioned-MNIST recipe as shipped (token pooling, the captioner term at weight 4, the region prior).
+PRESETS["mnist-recipe"] = json.loads((ROOT / "configs" / "gan_captioned-mnist.json").read_text())["model"]
 TRAIN_ROWS = [  # (family, encoder, dataset, resolution, preset)
     ("gan", "minilm", "fashion-mnist", 32, "default"),
     ("gan", "minilm", "fashion-mnist", 32, "gan-cls"),
@@ -116,6 +118,7 @@ TRAIN_ROWS = [  # (family, encoder, dataset, resolution, preset)
     ("gan", "minilm", "captioned-mnist", 64, "mnist-attn"),
     ("gan", "minilm", "captioned-mnist", 64, "mnist-attn-word"),
     ("gan", "minilm", "captioned-mnist", 64, "mnist-regions"),
+    ("gan", "minilm", "captioned-mnist", 64, "mnist-recipe"),
     ("gan", "trainable", "fashion-mnist", 32, "default"),
     ("dcgan", None, "fashion-mnist", 32, "default"),
     ("dcgan", None, "toy-faces", 64, "default"),
@@ -172,19 +175,27 @@ def measure_training(family: str, encoder_name: str | None, data: str, resolutio
 # Sampling
 # ---------------------------------------------------------------------------------------------
 
-SAMPLE_ROWS = [("gan", 32, 1), ("gan", 64, 3), ("dcgan", 32, 1), ("dcgan", 64, 3)]  # (family, resolution, channels)
+SAMPLE_ROWS = [("gan", 32, 1, "default"), ("gan", 64, 3, "default"), ("gan", 64, 1, "mnist-recipe"),
+               ("dcgan", 32, 1, "default"), ("dcgan", 64, 3, "default")]  # (family, resolution, channels, preset)
 
 
 def measure_sampling(family: str, resolution: int, channels: int, calls: int, minilm, big_batch: int = 256,
-                     big_reps: int = 3) -> dict:
+                     big_reps: int = 3, preset: str = "default") -> dict:
     import torch
 
     from wordcanvas.data.fashion_mnist import CLASS_NAMES
     from wordcanvas.generate import TextToImage
     from wordcanvas.models.gan import DCGANConfig, DCGANGenerator, Generator, GeneratorConfig
+    from wordcanvas.train.gan_step import ARCHS, GANSettings
 
     torch.manual_seed(0)
-    if family == "gan":
+    if family == "gan" and preset != "default":  # the generator a recipe trains (architecture and settings)
+        settings = GANSettings(**PRESETS[preset])
+        gen_class, gen_config, _ = ARCHS[settings.arch]
+        generator = gen_class(gen_config(resolution=resolution, channels=channels, text_dim=minilm.dim,
+                                         **settings.generator_config())).eval()
+        t2i = TextToImage(generator, minilm, {"family": "gan"})
+    elif family == "gan":
         generator = Generator(GeneratorConfig(resolution=resolution, channels=channels, text_dim=minilm.dim))
         t2i = TextToImage(generator, minilm, {"family": "gan"})
     else:
@@ -205,7 +216,7 @@ def measure_sampling(family: str, resolution: int, channels: int, calls: int, mi
 
     t2i(PROMPT, n=big_batch)  # warm-up at this size
     big = [timed(lambda: t2i(PROMPT, n=big_batch, seed=1)) for _ in range(big_reps)]
-    return {"family": family, "resolution": resolution, "channels": channels,
+    return {"family": family, "preset": preset, "resolution": resolution, "channels": channels,
             "params": sum(p.numel() for p in generator.parameters()), "batch1": latency, "generator_forward": forward,
             "batch": big_batch, "batch_images_per_s": round(big_batch / statistics.median(big), 1),
             "threads": torch.get_num_threads()}
@@ -246,8 +257,8 @@ def write_markdown(result: dict, path: Path) -> None:
         ("G params (M)", lambda r: r["params_g"] / 1e6, ">.2f"), ("D params (M)", lambda r: r["params_d"] / 1e6, ">.2f"),
         ("load after", "load_average", ">.2f")])
     sample = markdown_table(result["sampling"], [
-        ("model", "family", ""), ("threads", "threads", ">d"), ("px", "resolution", ">d"),
-        ("batch-1 median ms", lambda r: r["batch1"]["median_ms"], ">.2f"),
+        ("model", "family", ""), ("settings", lambda r: r.get("preset", "default"), ""), ("threads", "threads", ">d"),
+        ("px", "resolution", ">d"), ("batch-1 median ms", lambda r: r["batch1"]["median_ms"], ">.2f"),
         ("batch-1 p90 ms", lambda r: r["batch1"]["p90_ms"], ">.2f"), ("calls", lambda r: r["batch1"]["calls"], ">d"),
         ("G forward only, median ms", lambda r: r["generator_forward"]["median_ms"], ">.2f"),
         (f"images / s at n = {result['sampling'][0]['batch'] if result['sampling'] else 256}", "batch_images_per_s", ">.0f"),
@@ -278,7 +289,9 @@ def write_markdown(result: dict, path: Path) -> None:
         "and threads.", "", train, "",
         "## Sampling (text -> image)", "",
         "`TextToImage(prompt, seed=i)`, one image per call, the prompt's embedding cached (the first call encoded it); "
-        "default generator architecture (GeneratorConfig defaults: ngf 32, cross-attention at 16 px), random weights. "
+        "default generator architecture (GeneratorConfig defaults: ngf 32, cross-attention at 16 px), random weights; "
+        "'mnist-recipe': the generator configs/gan_captioned-mnist.json trains (GAN-CLS with positional cross-attention, "
+        "token pooling and the region prior). "
         "'G forward only' is the generator call alone with noise and embedding ready. The DCGAN maps the prompt to a "
         "class name instead of encoding it.", "", sample, "",
         f"Target: batch-1 at 64 px with a cached prompt below {TARGET_MS:g} ms median at {t['threads']} threads: "
@@ -322,7 +335,8 @@ def main(argv=None) -> int:
     def save() -> None:
         result["load_average"]["end"] = load_average()
         result["seconds"] = round(time.time() - start, 1)
-        gan64 = [r for r in result["sampling"] if r["family"] == "gan" and r["resolution"] == 64]
+        gan64 = [r for r in result["sampling"] if r["family"] == "gan" and r["resolution"] == 64
+                 and r.get("preset", "default") == "default"]
         best = max(gan64, key=lambda r: r["threads"], default=None)  # the most threads measured
         result["target"] = {"what": f"gan batch-1 64 px median < {TARGET_MS} ms, cached prompt",
                             "threads": best["threads"] if best else None,
@@ -333,8 +347,9 @@ def main(argv=None) -> int:
 
     for threads in args.threads:
         torch.set_num_threads(threads)
-        for family, res, channels in SAMPLE_ROWS if "sampling" in args.sections else []:
-            row = measure_sampling(family, res, channels, args.calls, minilm, big_reps=2 if args.quick else 3)
+        for family, res, channels, preset in SAMPLE_ROWS if "sampling" in args.sections else []:
+            row = measure_sampling(family, res, channels, args.calls, minilm, big_reps=2 if args.quick else 3,
+                                   preset=preset)
             row["load_average"] = load_average()
             result["sampling"].append(row)
             print(f"sampling {family} {res}px x{threads}: {row['batch1']['median_ms']:.2f} ms median, "

@@ -352,7 +352,7 @@ def test_recipe_configs_build_their_models(name):
     s = GANSettings(**cfg.model)
     gen_class, gen_config, trunk = ARCHS[s.arch]
     common = dict(resolution=cfg.resolution, channels=1 if cfg.data.endswith("mnist") else 3, text_dim=384)
-    g = gen_class(gen_config(**common, **s.generator)).eval()
+    g = gen_class(gen_config(**common, **s.generator_config())).eval()
     d = Discriminator(DiscriminatorConfig(**{**common, "trunk": trunk, **s.discriminator_config()}))
     captions = text(4, 384)
     images = g(torch.randn(4, g.config.z_dim), captions)
