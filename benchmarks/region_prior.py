@@ -37,6 +37,8 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--hypotheses", type=int, default=1,
+                   help="layouts predicted per caption (relaxed winner-takes-all); scored with one drawn at random")
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--n", type=int, default=500, help="test items per kind of caption")
     p.add_argument("--seed", type=int, default=0)
@@ -55,7 +57,6 @@ def encode(encoder, texts: list[str], batch: int = 256):
 def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
-    import torch.nn.functional as F
 
     from wordcanvas.data.captioned_mnist import CaptionedMNIST
     from wordcanvas.models.captioner import Captioner
@@ -75,7 +76,8 @@ def main(argv=None) -> int:
     with torch.no_grad():
         images = torch.stack([data.image(i) for i in range(len(data))])
         targets = torch.cat([captioner.encode_images(images[i:i + 256]) for i in range(0, len(images), 256)])
-    prior = RegionPrior(tokens.shape[-1], captioner.config.dim, regions=64, layers=args.layers)
+    prior = RegionPrior(tokens.shape[-1], captioner.config.dim, regions=64, layers=args.layers,
+                        hypotheses=args.hypotheses)
     opt = torch.optim.Adam(prior.parameters(), lr=args.lr)
     tests = by_kind(test_items(args.n, args.seed))
 
@@ -85,7 +87,9 @@ def main(argv=None) -> int:
         with torch.no_grad():
             for kind, group in tests.items():
                 true_texts = [t for _, t, _ in group]
-                regions = prior(*encode(encoder, true_texts))
+                # one hypothesis per caption drawn at random, as a generator's noise draws it
+                choice = torch.randint(args.hypotheses, (len(group),), generator=torch.Generator().manual_seed(args.seed))
+                regions = prior(*encode(encoder, true_texts), choice if args.hypotheses > 1 else None)
                 real_regions = captioner.encode_images(torch.stack([image for image, _, _ in group]))
                 true_pred = captioner.nll(None, true_texts, regions)
                 true_real = captioner.nll(None, true_texts, real_regions)
@@ -102,7 +106,7 @@ def main(argv=None) -> int:
     curve, t_train = [], time.perf_counter()
     for step in range(1, args.steps + 1):
         idx = torch.randint(len(texts), (args.batch,), generator=g)
-        loss = F.mse_loss(prior(tokens[idx], mask[idx]), targets[idx])
+        loss = prior.loss(tokens[idx], mask[idx], targets[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -115,7 +119,7 @@ def main(argv=None) -> int:
     rows = [{"caption": kind, "near miss": near, **r} for (kind, near), r in swap_scores().items()]
     results = {"command": command_line(), "machine": machine_info(threads=args.threads), "captioner": str(args.captioner),
                "encoder": args.encoder, "layouts": args.layouts, "steps": args.steps, "batch": args.batch,
-               "layers": args.layers, "lr": args.lr, "n": args.n, "seed": args.seed,
+               "layers": args.layers, "hypotheses": args.hypotheses, "lr": args.lr, "n": args.n, "seed": args.seed,
                "parameters": sum(p.numel() for p in prior.parameters()), "train_seconds": round(seconds, 1),
                "seconds": round(time.perf_counter() - t0, 1), "curve": curve, "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -125,7 +129,8 @@ def main(argv=None) -> int:
                ("real image's regions", "real", ">.3f")]
     m = results["machine"]
     lines = ["# Regions predicted from the caption: does the captioner read them back?", "",
-             f"A region prior ({results['parameters']:,} parameters, {args.layers} decoder layers, 64 region queries) "
+             f"A region prior ({results['parameters']:,} parameters, {args.layers} decoder layers, 64 region queries"
+             f"{f', {args.hypotheses} hypotheses (relaxed winner-takes-all; scored with one drawn at random per caption)' if args.hypotheses > 1 else ''}) "
              f"trained {args.steps} steps of batch {args.batch} (Adam lr {args.lr}, seed {args.seed}, {seconds:.0f} s) "
              f"to predict, from {args.encoder} token states of one caption per image of {args.layouts} real training "
              f"layouts, the region states the captioner `{args.captioner}` computes from the image. Scored on "

@@ -68,6 +68,58 @@ def test_the_region_prior_learns_from_word_order_which_colour_is_where():
             assert F.mse_loss(predicted, own).item() < 0.25 * bag
 
 
+def open_captions(batch: int, g: torch.Generator):
+    """Two colours named without sides ("<colour> <colour>", context-free tokens): the real grid puts
+    either on the left at random, so every caption has two layouts. Returns the caption and both
+    (B, 4, 3) layouts, the first colour on the left first."""
+    a, b = (torch.rand(batch, COLOUR, generator=g) * 2 - 1 for _ in range(2))
+    tokens = torch.stack([torch.cat([a, torch.zeros(batch, SIDE)], 1), torch.cat([b, torch.zeros(batch, SIDE)], 1)], 1)
+    text = TextEmbedding(tokens, torch.ones(batch, 2, dtype=torch.bool), tokens.mean(1))
+    return text, torch.stack([a, b, a, b], 1), torch.stack([b, a, b, a], 1)
+
+
+def test_with_hypotheses_a_caption_with_open_places_gets_sharp_layouts_not_their_average():
+    """One prediction per caption can only blur the two real layouts of an open caption into their
+    average; two hypotheses trained by relaxed winner-takes-all each come near one of the layouts
+    (at a quarter of the average's distance) and, for nearly every unseen caption, cover both."""
+    torch.manual_seed(0)
+    lift = torch.randn(COLOUR, 16)
+    g = torch.Generator().manual_seed(0)
+    priors = {h: RegionPrior(COLOUR + SIDE, 16, regions=4, layers=2, hypotheses=h) for h in (1, 2)}
+    for prior in priors.values():
+        opt = torch.optim.Adam(prior.parameters(), lr=2e-3)
+        for _ in range(400):
+            text, first, second = open_captions(64, g)
+            real = torch.where((torch.rand(64, generator=g) < 0.5)[:, None, None], first, second) @ lift
+            loss = prior.loss(text.tokens, text.mask, real)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    text, first, second = open_captions(256, torch.Generator().manual_seed(1))
+    first, second = first @ lift, second @ lift
+    average = (first + second) / 2
+    blur = (average - first).square().mean((1, 2))  # how far the average is from either layout
+    err = lambda p, t: (p - t).square().mean((-2, -1))  # noqa: E731
+    with torch.no_grad():
+        one = priors[1](text.tokens, text.mask)
+        both = priors[2](text.tokens, text.mask)  # (B, 2, 4, 16)
+    assert torch.minimum(err(one, first), err(one, second)).mean() > 0.75 * blur.mean()  # blurred
+    nearest = torch.minimum(err(both, first[:, None]), err(both, second[:, None]))  # (B, 2)
+    assert nearest.mean() < 0.25 * blur.mean()  # each hypothesis near one layout
+    first_is = err(both, first[:, None]) < err(both, second[:, None])
+    assert (first_is[:, 0] != first_is[:, 1]).float().mean() > 0.9  # and the two hypotheses differ
+    chosen = priors[2](text.tokens, text.mask, torch.ones(256, dtype=torch.long))
+    torch.testing.assert_close(chosen, both[:, 1], rtol=1e-5, atol=1e-5)  # one asked for = that one of all
+
+
+def test_the_noise_picks_the_hypothesis_every_one_equally_often():
+    z = torch.randn(20000, 4, generator=torch.Generator().manual_seed(0))
+    choice = RegionPrior.choose(z, 4)
+    assert set(choice.tolist()) == {0, 1, 2, 3}
+    assert torch.bincount(choice).float().div(len(z)).sub(0.25).abs().max() < 0.02
+    torch.testing.assert_close(RegionPrior.choose(z[:5], 4), choice[:5])  # fixed by the noise
+
+
 def generator(**kw) -> GANCLSGenerator:
     torch.manual_seed(0)
     return GANCLSGenerator(GANCLSConfig(resolution=16, channels=3, text_dim=5, z_dim=4, cond_dim=8, ngf=8, **kw))
@@ -85,7 +137,7 @@ def test_a_generator_starts_as_without_its_regions_and_then_draws_them_in_place(
         torch.testing.assert_close(g(z, text), drawn)  # the region inputs start at zero
         for conv in g.region_in:
             torch.nn.init.normal_(conv.weight, std=0.3)
-        layout = g.layout(text)
+        layout = g.layout(text, z)
         assert layout.shape == (4, 8, 4, 4)
         assert (g(z, text) - drawn).abs().mean() > 1e-3
         assert (g(z, swapped) - g(z, text)).abs().mean() > 1e-4  # same pooled vector, other regions
@@ -145,10 +197,33 @@ def test_a_run_with_a_region_prior_resumes_exactly(tmp_path):
     assert any(".region_prior." in k for k in all_state(resumed))
 
 
-def test_a_generator_with_a_region_prior_exports_to_onnx(tmp_path):
+def test_a_generator_draws_the_hypothesis_its_noise_picks():
+    g = generator(region_grid=4, region_dim=8, region_hypotheses=3).eval()
+    for conv in g.region_in:
+        torch.nn.init.normal_(conv.weight, std=0.3)
+    text, _, _ = pair_captions(3, torch.Generator().manual_seed(0))
+    z = torch.randn(3, 4)
+    z[:, 0] = torch.tensor([-2.0, 0.0, 2.0])  # one noise vector in each third of the first coordinate
+    with torch.no_grad():
+        every = g.region_prior(text.tokens, text.mask)  # (3, 3 hypotheses, 16, 8)
+        layout = g.layout(text, z)
+        for i in range(3):
+            torch.testing.assert_close(layout[i].flatten(1).T, every[i, i], rtol=1e-5, atol=1e-5)
+        moved = z.clone()
+        moved[:, 0] = torch.tensor([2.0, -2.0, 0.0])  # the same rest of the noise, other hypotheses
+        assert (g(moved, text) - g(z, text)).abs().mean() > 1e-4
+
+
+def test_hypotheses_without_a_region_prior_are_refused():
+    with pytest.raises(ValueError, match="needs a region prior"):
+        GANCLSConfig(region_hypotheses=2)
+
+
+@pytest.mark.parametrize("hypotheses", [1, 3])
+def test_a_generator_with_a_region_prior_exports_to_onnx(tmp_path, hypotheses):
     torch.manual_seed(0)
     g = GANCLSGenerator(GANCLSConfig(resolution=16, channels=3, text_dim=12, z_dim=4, cond_dim=8, ngf=8,
-                                     region_grid=4, region_dim=8)).eval()
+                                     region_grid=4, region_dim=8, region_hypotheses=hypotheses)).eval()
     for conv in g.region_in:
         torch.nn.init.normal_(conv.weight, std=0.3)
     assert_onnx_equals_torch(g, tmp_path)

@@ -194,6 +194,8 @@ class GANCLSConfig:
                                             # the caption's tokens and every block adds them in place (the GAN
                                             # family teaches it the captioner's regions of the real images)
     region_dim: int = 128                   # width of those region states
+    region_hypotheses: int = 1              # > 1: the prior predicts this many layouts per caption (relaxed
+                                            # winner-takes-all) and the noise picks the one drawn
 
     def __post_init__(self):
         check_resolution(self.resolution)
@@ -203,6 +205,9 @@ class GANCLSConfig:
         check_pooled_text(self)
         if self.region_grid < 0 or self.region_dim <= 0:
             raise ValueError(f"region_grid must be >= 0 and region_dim > 0, got {self.region_grid} and {self.region_dim}")
+        if self.region_hypotheses < 1 or (self.region_hypotheses > 1 and not self.region_grid):
+            raise ValueError(f"region_hypotheses must be >= 1 and needs a region prior (region_grid > 0), got "
+                             f"{self.region_hypotheses} with region_grid {self.region_grid}")
 
 
 class GANCLSGenerator(PretrainedModel):
@@ -237,7 +242,8 @@ class GANCLSGenerator(PretrainedModel):
         self.attn = nn.ModuleDict({str(s): CrossAttention(w, c.cond_dim, c.attn_heads,
                                                           positions=s if c.attn_positions else 0)
                                    for s, w in zip(self.sizes, widths) if s in c.attn_resolutions})
-        self.region_prior = RegionPrior(c.text_dim, c.region_dim, c.region_grid ** 2) if c.region_grid else None
+        self.region_prior = (RegionPrior(c.text_dim, c.region_dim, c.region_grid ** 2, hypotheses=c.region_hypotheses)
+                             if c.region_grid else None)
         # zero at the start, so a generator begins as without the regions
         self.region_in = nn.ModuleList(nn.Conv2d(c.region_dim, w, 1) for w in widths) if c.region_grid else None
         for m in self.region_in or []:
@@ -246,21 +252,22 @@ class GANCLSGenerator(PretrainedModel):
         for m in self.convs:
             nn.init.normal_(m.weight, 0.0, 0.02)  # DCGAN initialisation
 
-    def layout(self, text: TextEmbedding) -> torch.Tensor | None:
-        """(B, region_dim, grid, grid) region states predicted from the caption, or None without a prior.
-        Detached: the prior learns from real images only (its own loss), so the generator's wish for
-        easy inputs cannot blur what it says is where."""
+    def layout(self, text: TextEmbedding, z: torch.Tensor) -> torch.Tensor | None:
+        """(B, region_dim, grid, grid) region states predicted from the caption (with several hypotheses:
+        the one the noise z picks), or None without a prior. Detached: the prior learns from real images
+        only (its own loss), so the generator's wish for easy inputs cannot blur what it says is where."""
         if self.region_prior is None:
             return None
-        side = self.config.region_grid
-        regions = self.region_prior(text.tokens, text.mask).detach()
+        side, hypotheses = self.config.region_grid, self.config.region_hypotheses
+        choice = RegionPrior.choose(z, hypotheses) if hypotheses > 1 else None
+        regions = self.region_prior(text.tokens, text.mask, choice).detach()
         return regions.transpose(1, 2).reshape(regions.shape[0], -1, side, side)
 
     def forward(self, z: torch.Tensor, text: TextEmbedding) -> torch.Tensor:
         caption = text_condition(self, text)
         cond = z if caption is None else torch.cat([z, lrelu(caption)], dim=1)
         tokens = token_states(self, text)
-        layout = self.layout(text)
+        layout = self.layout(text, z)
         x = cond[:, :, None, None]
         for i, (size, conv, norm, affine) in enumerate(zip(self.sizes, self.convs, self.norms, self.affines)):
             x = affine(norm(conv(x)), cond)

@@ -311,15 +311,27 @@ class RegionPrior(nn.Module):
     follows which). Trained to match the region states an image model computes from the real image
     of the caption, it learns which thing is where from (image, caption) pairs alone: a generator's
     images are not in the way, so a caption and its swap are told apart by real data, not by a judge
-    whose signal must pass through the generator (benchmarks/region_prior.py)."""
+    whose signal must pass through the generator (benchmarks/region_prior.py).
 
-    def __init__(self, text_dim: int, dim: int, regions: int = 64, layers: int = 2, heads: int = 4):
+    A caption that leaves places open ("the 1 is above the 7": anywhere in the grid) has many real
+    layouts, and one prediction under a squared error is their blurred average. With hypotheses > 1
+    the prior makes that many predictions, each from its own learned offset to the queries, and
+    learns them by relaxed winner-takes-all (Rupprecht et al., 2017: the prediction nearest the real
+    layout takes most of the loss), so each becomes one sharp layout; a generator picks one per
+    noise vector."""
+
+    def __init__(self, text_dim: int, dim: int, regions: int = 64, layers: int = 2, heads: int = 4,
+                 hypotheses: int = 1):
         super().__init__()
         if dim % heads:
             raise ValueError(f"the region size {dim} must be a multiple of the heads ({heads})")
-        self.heads = heads
+        if hypotheses < 1:
+            raise ValueError(f"hypotheses must be >= 1, got {hypotheses}")
+        self.heads, self.hypotheses = heads, hypotheses
         self.project = TextProjection(text_dim, dim)
         self.queries = nn.Parameter(torch.randn(regions, dim))
+        # different from the start, so the hypotheses can split the layouts between them
+        self.offsets = nn.Parameter(torch.randn(hypotheses, dim)) if hypotheses > 1 else None
         norms = lambda: nn.ModuleList(nn.LayerNorm(dim) for _ in range(layers))  # noqa: E731
         linears = lambda out: nn.ModuleList(nn.Linear(dim, out) for _ in range(layers))  # noqa: E731
         self.self_norms, self.self_qkv, self.self_out = norms(), linears(3 * dim), linears(dim)
@@ -336,17 +348,45 @@ class RegionPrior(nn.Module):
         q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in (q, k, v))
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).flatten(2)
 
-    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(B, regions, dim) from (B, T, text_dim) token states and their (B, T) mask."""
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor, choice: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, regions, dim) from (B, T, text_dim) token states and their (B, T) mask: with several
+        hypotheses, the one `choice` (B,) names for each caption, or all of them, (B, hypotheses,
+        regions, dim), without a choice."""
+        batch = tokens.shape[0]
+        if self.offsets is not None and choice is None:
+            every = torch.arange(self.hypotheses, device=tokens.device).repeat(batch)
+            out = self(tokens.repeat_interleave(self.hypotheses, 0), mask.repeat_interleave(self.hypotheses, 0), every)
+            return out.unflatten(0, (batch, self.hypotheses))
         mask = mask.bool()
         mask = mask | ~mask.any(dim=1, keepdim=True)  # a row with no real token attends to all
         memory = self.project(tokens)
         memory = self.memory_norm(memory + TokenRefiner.sinusoids(memory.shape[1], memory.shape[2], memory.device,
                                                                   memory.dtype))
-        x = self.queries.to(memory.dtype).expand(tokens.shape[0], -1, -1)
+        x = self.queries.to(memory.dtype).expand(batch, -1, -1)
+        if self.offsets is not None:
+            x = x + self.offsets.to(memory.dtype)[choice][:, None, :]
         for i in range(len(self.mlps)):
             x = x + self.self_out[i](self.attend(*self.self_qkv[i](self.self_norms[i](x)).chunk(3, dim=-1)))
             k, v = self.cross_kv[i](memory).chunk(2, dim=-1)
             x = x + self.cross_out[i](self.attend(self.cross_q[i](self.cross_norms[i](x)), k, v, mask[:, None, None, :]))
             x = x + self.mlps[i](self.mlp_norms[i](x))
         return self.out(self.norm(x))
+
+    def loss(self, tokens: torch.Tensor, mask: torch.Tensor, target: torch.Tensor, relax: float = 0.05) -> torch.Tensor:
+        """Mean squared error to the (B, regions, dim) target regions; with several hypotheses the
+        relaxed winner-takes-all form: per caption, 1 - relax of the weight on the nearest prediction
+        and relax shared by the others (which keeps every hypothesis learning)."""
+        predicted = self(tokens, mask).float()  # the targets are fp32 (autocast may give bf16)
+        if self.offsets is None:
+            return F.mse_loss(predicted, target)
+        errors = (predicted - target[:, None]).square().mean((2, 3))  # (B, hypotheses)
+        winner = F.one_hot(errors.argmin(1), self.hypotheses).to(errors.dtype)
+        weights = winner * (1 - relax) + (1 - winner) * relax / (self.hypotheses - 1)
+        return (weights * errors).sum(1).mean()
+
+    @staticmethod
+    def choose(z: torch.Tensor, hypotheses: int) -> torch.Tensor:
+        """Which hypothesis a noise vector draws: its first coordinate's normal quantile, cut into
+        equal parts (every hypothesis equally likely, and fixed by the noise, so a seed is a picture)."""
+        quantile = 0.5 * (1 + torch.erf(z[:, 0] / math.sqrt(2)))
+        return (quantile * hypotheses).long().clamp(0, hypotheses - 1)

@@ -548,7 +548,7 @@ class GANFamily:
                 loss_g = loss_g + s.captioner * redescribe
                 stats["captioner_fake"] = redescribe.detach()
             if s.region_prior > 0:
-                prior = F.mse_loss(G.region_prior(text.tokens, text.mask).float(), real_regions)
+                prior = G.region_prior.loss(text.tokens, text.mask, real_regions)
                 loss_g = loss_g + s.region_prior * prior
                 stats["region_prior"] = prior.detach()
             if s.mode_seeking > 0 and b >= 2:
