@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy.special import logsumexp
 
-from test_train_loop import NAMES, ColourSquares, HashEncoder, tiny_config
+from test_train_loop import NAMES, ColourSquares, HashEncoder, straight_and_resumed, tiny_config
 from wordcanvas.models.gan import Discriminator, DiscriminatorConfig, GANCLSConfig, GANCLSGenerator
 from wordcanvas.train import train
 from wordcanvas.train.gan_step import GANSettings, contrastive_loss
@@ -127,20 +127,11 @@ def test_a_run_with_the_term_resumes_exactly(tmp_path, term, head):
     """The head's default size is not written back into the run's settings, so the same command
     resumes (it used to be refused as 'different settings'), and the resumed run equals a straight one;
     the term is logged."""
-    from test_train_loop import all_state, assert_identical
-
-    def run(folder: str, steps: int):  # fresh settings each time, as each command line gives
-        model = {"arch": "gan-cls", "generator": {"ngf": 8, "z_dim": 8, "cond_dim": 8},
-                 "discriminator": {"ndf": 8, "max_channels": 32, "cond_head": "projection"}, "augment": "",
-                 "reg_every": 2, term: 0.5}
-        return train(tiny_config(tmp_path / folder, steps=steps, model=model), dataset=ColourSquares(n=48),
-                     encoder=HashEncoder())
-
-    straight = run("straight", 4)
-    run("split", 2)
-    resumed = run("split", 4)
-    assert resumed.step == 4 and head in dict(resumed.family.D.named_parameters())
-    assert_identical(all_state(straight), all_state(resumed))
+    model = {"arch": "gan-cls", "generator": {"ngf": 8, "z_dim": 8, "cond_dim": 8},
+             "discriminator": {"ndf": 8, "max_channels": 32, "cond_head": "projection"}, "augment": "",
+             "reg_every": 2, term: 0.5}
+    straight, resumed = straight_and_resumed(tmp_path, model, lambda: ColourSquares(n=48))
+    assert head in dict(resumed.family.D.named_parameters())
     rows = [json.loads(line) for line in (straight.run_dir / "log.jsonl").read_text().splitlines()]
     assert [row for row in rows if np.isfinite(row.get(f"{term}_d", np.nan)) and np.isfinite(row[f"{term}_g"])]
 
