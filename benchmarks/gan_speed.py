@@ -186,17 +186,13 @@ def measure_sampling(family: str, resolution: int, channels: int, calls: int, mi
     from wordcanvas.data.fashion_mnist import CLASS_NAMES
     from wordcanvas.generate import TextToImage
     from wordcanvas.models.gan import DCGANConfig, DCGANGenerator, Generator, GeneratorConfig
-    from wordcanvas.train.gan_step import ARCHS, GANSettings
+    from wordcanvas.train.gan_step import GANSettings
 
     torch.manual_seed(0)
-    if family == "gan" and preset != "default":  # the generator a recipe trains (architecture and settings)
-        settings = GANSettings(**PRESETS[preset])
-        gen_class, gen_config, _ = ARCHS[settings.arch]
-        generator = gen_class(gen_config(resolution=resolution, channels=channels, text_dim=minilm.dim,
-                                         **settings.generator_config())).eval()
-        t2i = TextToImage(generator, minilm, {"family": "gan"})
-    elif family == "gan":
-        generator = Generator(GeneratorConfig(resolution=resolution, channels=channels, text_dim=minilm.dim))
+    if family == "gan":
+        generator = (Generator(GeneratorConfig(resolution=resolution, channels=channels, text_dim=minilm.dim))
+                     if preset == "default"  # else the generator a recipe trains (architecture and settings)
+                     else GANSettings(**PRESETS[preset]).build_generator(resolution, channels, minilm.dim).eval())
         t2i = TextToImage(generator, minilm, {"family": "gan"})
     else:
         generator = DCGANGenerator(DCGANConfig(resolution=resolution, channels=channels, num_classes=len(CLASS_NAMES)))

@@ -346,14 +346,13 @@ def test_recipe_configs_build_their_models(name):
     from pathlib import Path
 
     from wordcanvas.train.config import load_config
-    from wordcanvas.train.gan_step import ARCHS, GANSettings
+    from wordcanvas.train.gan_step import GANSettings
 
     cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / f"{name}.json")
     s = GANSettings(**cfg.model)
-    gen_class, gen_config, trunk = ARCHS[s.arch]
     common = dict(resolution=cfg.resolution, channels=1 if cfg.data.endswith("mnist") else 3, text_dim=384)
-    g = gen_class(gen_config(**common, **s.generator_config())).eval()
-    d = Discriminator(DiscriminatorConfig(**{**common, "trunk": trunk, **s.discriminator_config()}))
+    g = s.build_generator(**common).eval()
+    d = s.build_discriminator(**common)
     captions = text(4, 384)
     images = g(torch.randn(4, g.config.z_dim), captions)
     assert images.shape == (4, common["channels"], cfg.resolution, cfg.resolution)

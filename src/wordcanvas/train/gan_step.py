@@ -307,6 +307,17 @@ class GANSettings:
         return {**self.generator, "region_grid": Captioner.region_grid,
                 "region_dim": self.captioner_config.get("dim", CaptionerConfig.dim)}
 
+    def build_generator(self, resolution: int, channels: int, text_dim: int) -> nn.Module:
+        """The generator these settings train, freshly initialised."""
+        gen_class, gen_config, _ = ARCHS[self.arch]
+        return gen_class(gen_config(resolution=resolution, channels=channels, text_dim=text_dim,
+                                    **self.generator_config()))
+
+    def build_discriminator(self, resolution: int, channels: int, text_dim: int) -> Discriminator:
+        """The discriminator these settings train (with the trunk of their architecture), freshly initialised."""
+        return Discriminator(DiscriminatorConfig(**{"resolution": resolution, "channels": channels, "text_dim": text_dim,
+                                                    "trunk": ARCHS[self.arch][2], **self.discriminator_config()}))
+
     def discriminator_config(self) -> dict:
         """The discriminator settings, with 128-wide contrastive heads for the terms that are on where no
         size is given (a copy: the run's recorded settings stay as the user wrote them, so resuming matches)."""
@@ -346,10 +357,9 @@ class GANFamily:
         if encoder is None:
             raise ValueError("the 'gan' family needs a text encoder")
         self.encoder, self.trainable = encoder, is_trainable(encoder)
-        common = dict(resolution=cfg.resolution, channels=dataset.channels, text_dim=encoder.dim)
-        gen_class, gen_config, trunk = ARCHS[s.arch]
-        self.G = gen_class(gen_config(**common, **s.generator_config())).to(device)
-        self.D = Discriminator(DiscriminatorConfig(**{**common, "trunk": trunk, **s.discriminator_config()})).to(device)
+        sizes = (cfg.resolution, dataset.channels, encoder.dim)
+        self.G = s.build_generator(*sizes).to(device)
+        self.D = s.build_discriminator(*sizes).to(device)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False) if cfg.ema_kimg > 0 else None
         if self.trainable:
             encoder.to(device).train()
