@@ -162,6 +162,21 @@ def test_gan_fine_tune_starts_from_init_and_trains_d(tmp_path):
                                                           "init": str(tmp_path / "psnr")}))
 
 
+def test_init_from_another_scale_takes_every_tensor_that_fits(tmp_path):
+    x4 = sr_preset("quality", 4)
+    for p in x4.parameters():
+        torch.nn.init.normal_(p, std=0.02)  # recognisable weights
+    x4.save_pretrained(tmp_path / "x4")
+    fam = train(_cfg(tmp_path / "x2", steps=1, lr=1e-12,
+                     model={"preset": "quality", "scale": 2, "init": str(tmp_path / "x4")})).family
+    mine, theirs = fam.generator.state_dict(), x4.state_dict()
+    assert set(theirs) - set(mine) == {"conv_up2.weight", "conv_up2.bias"}  # x4's second upsampling stage
+    for k, v in mine.items():  # a step of lr 1e-12 leaves them equal to float precision
+        assert torch.allclose(v, theirs[k], atol=1e-6), k
+    with pytest.raises(ValueError, match="another scale"):  # another preset is refused
+        train(_cfg(tmp_path / "fast", steps=1, model={"preset": "fast", "scale": 2, "init": str(tmp_path / "x4")}))
+
+
 # --------------------------------------------------------------------------- shipped networks
 
 @pytest.mark.parametrize("name,scale", [("fast", 2), ("fast", 4), ("quality", 2), ("quality", 4)])

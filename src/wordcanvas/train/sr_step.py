@@ -14,7 +14,7 @@ The learning rate is halved at the steps listed in `lr_halve_at` (ESRGAN's multi
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +34,7 @@ class SRSettings:
     preset: str = "fast"                    # network: "fast" (FastSR) or "quality" (RRDB-lite); models.sr.sr_preset
     scale: int = 4                          # 2 or 4
     loss: str = "l1"                        # "l1" (PSNR-oriented) or "gan" (L1 + VGG16 perceptual + adversarial)
-    init: str | None = None                 # network to start from: a model folder or training run (needed for "gan")
+    init: str | None = None                 # network to start from: a model folder or training run (needed for "gan"); another scale of the preset gives every tensor that fits
     degradations: list = field(default_factory=lambda: ["bicubic"])  # also "blur", "noise", "jpeg" (sr.data.degrade)
     user_folder: str | None = None          # a folder of your own photos, cut into patches beside the bundled ones
     patches: int = 20_000                   # items per epoch (crops are redrawn every epoch)
@@ -139,10 +139,15 @@ class SRFamily:
         self.generator = sr_preset(s.preset, s.scale)
         if s.init:  # weights only; the preset must match (a resumed run then loads its checkpoint over this)
             start = load_sr_model(s.init)
-            if type(start) is not type(self.generator) or start.config != self.generator.config:
+            if (type(start) is not type(self.generator)
+                    or replace(start.config, scale=s.scale) != self.generator.config):
                 raise ValueError(f"{s.init} holds a {type(start).__name__} {start.config}, not the "
-                                 f"'{s.preset}' x{s.scale} network")
-            self.generator.load_state_dict(start.state_dict())
+                                 f"'{s.preset}' x{s.scale} network (or another scale of it)")
+            # another scale of the same network (EDSR starts x3/x4 from x2): every tensor of the same name and
+            # shape is taken, the scale-specific rest (an upsampling stage, the sub-pixel layer) starts fresh
+            mine = self.generator.state_dict()
+            mine.update({k: v for k, v in start.state_dict().items() if k in mine and mine[k].shape == v.shape})
+            self.generator.load_state_dict(mine)
         self.generator = self.generator.to(device, memory_format=torch.channels_last)
         self.generator_ema = copy.deepcopy(self.generator).eval().requires_grad_(False) if cfg.ema_kimg > 0 else None
         default_lr = self.defaults["lr"]["gan" if s.loss == "gan" else s.preset]
