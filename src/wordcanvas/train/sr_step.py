@@ -34,7 +34,7 @@ class SRSettings:
     preset: str = "fast"                    # network: "fast" (FastSR) or "quality" (RRDB-lite); models.sr.sr_preset
     scale: int = 4                          # 2 or 4
     loss: str = "l1"                        # "l1" (PSNR-oriented) or "gan" (L1 + VGG16 perceptual + adversarial)
-    init: str | None = None                 # network to start from: a model folder or training run (needed for "gan"); another scale of the preset gives every tensor that fits
+    init: str | None = None                 # network to start from (folder or run; needed for "gan"); may be another scale
     degradations: list = field(default_factory=lambda: ["bicubic"])  # also "blur", "noise", "jpeg" (sr.data.degrade)
     user_folder: str | None = None          # a folder of your own photos, cut into patches beside the bundled ones
     patches: int = 20_000                   # items per epoch (crops are redrawn every epoch)
