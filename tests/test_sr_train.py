@@ -177,6 +177,41 @@ def test_init_from_another_scale_takes_every_tensor_that_fits(tmp_path):
         train(_cfg(tmp_path / "fast", steps=1, model={"preset": "fast", "scale": 2, "init": str(tmp_path / "x4")}))
 
 
+def test_teacher_distillation_learns_the_teachers_function(tmp_path):
+    """With model.teacher the student learns what the teacher does, not only the photos: a teacher that adds a
+    tint of +0.2 to bicubic upsampling passes it on in proportion to teacher_weight; without one, no tint."""
+    teacher = sr_preset("fast", 2)
+    with torch.no_grad():
+        teacher.to_subpixels.weight.zero_()
+        teacher.to_subpixels.bias.fill_(0.2)  # output = bicubic + 0.2 everywhere
+    teacher.save_pretrained(tmp_path / "teacher")
+    crops = torch.from_numpy(_heldout_crops(32)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    lr = F.avg_pool2d(crops, 2)
+    tint = {}
+    for weight in (None, 0.5, 1.0):
+        model = {"preset": "fast", "scale": 2, **({"teacher": str(tmp_path / "teacher"), "teacher_weight": weight}
+                                                  if weight else {})}
+        fam = train(_cfg(tmp_path / f"w{weight}", steps=60, lr=3e-3, seed=1, model=model)).family
+        with torch.no_grad():
+            tint[weight] = float((fam.generator.eval()(lr) - F.interpolate(lr, scale_factor=2, mode="bicubic")).mean())
+    assert abs(tint[None]) < 0.03, tint
+    assert abs(tint[1.0] - 0.2) < 0.04 and abs(tint[0.5] - 0.1) < 0.04, tint
+    log = json.loads((tmp_path / "w1.0" / "log.jsonl").read_text().splitlines()[-1])
+    assert log["l1_teacher"] < log["l1"], log  # it follows the teacher, not the photos
+
+
+def test_teacher_refusals(tmp_path):
+    sr_preset("fast", 4).save_pretrained(tmp_path / "x4")
+    cases = [({"teacher": str(tmp_path / "x4")}, "not a x2 network"),
+             ({"teacher": str(tmp_path / "x4"), "scale": 4, "teacher_weight": 0}, "in \\(0, 1\\]"),
+             ({"teacher": str(tmp_path / "x4"), "scale": 4, "loss": "gan", "init": str(tmp_path / "x4")},
+              "cannot be combined"),
+             ({"teacher": "no-such-network"}, "unknown upscaler")]
+    for extra, message in cases:
+        with pytest.raises(ValueError, match=message):
+            train(_cfg(tmp_path / "refused", steps=1, model={"preset": "fast", "scale": 2, **extra}))
+
+
 # --------------------------------------------------------------------------- shipped networks
 
 @pytest.mark.parametrize("name,scale", [("fast", 2), ("fast", 4), ("quality", 2), ("quality", 4)])

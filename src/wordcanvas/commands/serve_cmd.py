@@ -59,7 +59,7 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output folder (default: the model folder's onnx/, which the onnx backend finds)")
     p.add_argument("--upscale", type=int, choices=(0, 2, 4), default=4,
                    help="also export the network upscaler for this scale (0: none)")
-    p.add_argument("--upscaler", default="auto", help="auto | fast | quality | quality-gan | realesrgan | a folder")
+    p.add_argument("--upscaler", default="auto", help="auto | fast | quality | quality-gan | realesrgan | srmd | a folder")
     p.add_argument("--opset", type=int, default=17)
 
 

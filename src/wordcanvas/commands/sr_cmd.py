@@ -14,7 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="IN", help="image files, folders (their images) or glob patterns")
     p.add_argument("--scale", type=int, default=4, choices=(2, 4), help="upscaling factor (default 4)")
     p.add_argument("--model", default="fast",
-                   help="fast | quality | quality-gan | realesrgan | bicubic | a model folder (default fast)")
+                   help="fast | quality | quality-gan | realesrgan | srmd | bicubic | a model folder (default fast)")
     p.add_argument("--tile", type=int, default=256, help="tile size in input pixels; 0 disables tiling")
     p.add_argument("--overlap", type=int, default=16, help="context pixels around each tile")
     p.add_argument("--ensemble", action="store_true",

