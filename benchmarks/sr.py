@@ -227,7 +227,13 @@ wordcanvas upscale photo.jpg folder/ "*.png" --model quality --scale 4 --out ups
 wordcanvas train sr --res 64 --batch 16 --steps 4000 --set model.preset=quality --set model.scale=4 --out runs/sr-q4
 wordcanvas train sr --res 64 --batch 8 --steps 1000 --set model.preset=quality --set model.loss=gan \\
     --set model.init=runs/sr-q4 --out runs/sr-q4-gan
+wordcanvas train sr --res 128 --batch 16 --steps 2000 --set model.preset=quality --set model.scale=4 \\
+    --set model.init=runs/sr-q4 --set model.teacher=srmd --set model.teacher_weight=1 --out runs/sr-q4-kd
 ```
+
+`model.teacher` (`srmd`, `realesrgan` or a model folder of the same scale) distils a frozen network into the one trained:
+the L1 loss goes to the teacher's output on the same LR patch with share `model.teacher_weight` (the rest to the
+HR patch), so photos the student never had a clean HR copy of still teach it.
 
 Training data (`sr/data.py`): random patches (flips, 90-degree rotations, flat patches skipped) of
 every photo available offline in the installed packages (scikit-image, scikit-learn, matplotlib,
@@ -238,7 +244,7 @@ packages `mate-backgrounds` and `plasma-workspace-wallpapers` (GPL-2+; fetched w
 no installation) for `--data FOLDER`; with `--more`, 26 more (landscapes, leaves, flowers, animals,
 interiors; CC-BY, CC-BY-SA, CC0, BSD-2-clause and public domain, named per package in the script)
 from six more packages (`lomiri-wallpapers-16.04`/`-20.04`, `enlightenment-data`, `lxqt-themes`,
-`sddm-theme-maldives`, `palapeli-data`); the shipped quality x4 network was last trained on all 50 (stage 5).
+`sddm-theme-maldives`, `palapeli-data`); the shipped quality x4 network was last trained on all 50 (stages 5 and 6).
 Degradation: antialiased bicubic downscaling, optionally blur, noise and JPEG
 (`--set 'model.degradations=["bicubic","blur","noise","jpeg"]'`). Held-out photos,
 never cut into patches: {heldout}. The shipped networks' exact commands, seeds, times and hardware
