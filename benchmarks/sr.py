@@ -246,7 +246,10 @@ interiors; CC-BY, CC-BY-SA, CC0, BSD-2-clause and public domain, named per packa
 from six more packages (`lomiri-wallpapers-16.04`/`-20.04`, `enlightenment-data`, `lxqt-themes`,
 `sddm-theme-maldives`, `palapeli-data`); the shipped quality x4 network was last trained on all 50 (stages 5 and 6).
 Degradation: antialiased bicubic downscaling, optionally blur, noise and JPEG
-(`--set 'model.degradations=["bicubic","blur","noise","jpeg"]'`). Held-out photos,
+(`--set 'model.degradations=["bicubic","blur","noise","jpeg"]'`). Photo scale:
+`--set 'model.photo_scale=[0.3, 1.0]'` cuts each crop from its photo shrunk by a random factor in that range
+(log-uniform, antialiased bicubic), so one photo also yields patches as dense in detail as a small whole
+image; by default photos are cut at their own size. Held-out photos,
 never cut into patches: {heldout}. The shipped networks' exact commands, seeds, times and hardware
 are in each `src/wordcanvas/weights/sr-*/MODEL_CARD.md`.
 

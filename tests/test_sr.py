@@ -390,3 +390,35 @@ def test_photos_and_patches():
     noisy = SRPatches(scale=2, patch=32, degradations=("blur", "noise", "jpeg"), seed=3, length=4)
     lr2, hr2 = noisy[0]
     assert lr2.shape == (3, 16, 16) and lr2.min() >= -1 and lr2.max() <= 1
+
+
+def _dominant_period(patch: torch.Tensor) -> float:
+    """Period in pixels of the strongest horizontal frequency of a CHW patch (numpy FFT)."""
+    grey = patch.mean(0).numpy()
+    spectrum = np.abs(np.fft.rfft(grey - grey.mean(), axis=1)).sum(0)
+    return grey.shape[1] / int(np.argmax(spectrum[1:]) + 1)
+
+
+def test_photo_scale_shrinks_the_photo_before_cropping(tmp_path):
+    """A grating of period 16 px seen through photo_scale=(0.5, 0.5) has period 8 px in every patch (flips and
+    rotations keep the period: the grating is the same along both axes); the default keeps 16 px."""
+    yy, xx = np.mgrid[0:400, 0:400]
+    grating = 128 + 100 * np.sin(2 * np.pi * xx / 16) * np.sin(2 * np.pi * yy / 16)
+    Image.fromarray(np.repeat(grating[..., None], 3, 2).round().astype(np.uint8)).save(tmp_path / "grating.png")
+    for photo_scale, period in (((1.0, 1.0), 16), ((0.5, 0.5), 8)):
+        ds = SRPatches(scale=4, patch=64, photos=[], user_folder=tmp_path, length=4, photo_scale=photo_scale)
+        for i in range(4):
+            lr, hr = ds[i]
+            assert hr.shape == (3, 64, 64) and lr.shape == (3, 16, 16) and hr.abs().max() <= 1
+            assert _dominant_period(hr) == pytest.approx(period), (photo_scale, i)
+    # a range draws a different shrink per crop
+    ds = SRPatches(scale=4, patch=64, photos=[], user_folder=tmp_path, length=16, photo_scale=(0.25, 1.0))
+    periods = {round(_dominant_period(ds[i][1]), 1) for i in range(16)}
+    assert len(periods) > 3 and all(4 - 0.5 < p <= 16.5 for p in periods), periods
+    # a photo smaller than the region asked for is taken whole
+    Image.fromarray(np.zeros((70, 90, 3), np.uint8) + 50).save(tmp_path / "grating.png")
+    small = SRPatches(scale=4, patch=64, photos=[], user_folder=tmp_path, length=2, photo_scale=(0.25, 0.25))
+    assert small[0][1].shape == (3, 64, 64)
+    for bad in ((0.0, 1.0), (0.5, 2.0), (0.8, 0.5)):
+        with pytest.raises(ValueError, match="photo_scale"):
+            SRPatches(scale=4, patch=64, photos=[], user_folder=tmp_path, photo_scale=bad)

@@ -142,6 +142,26 @@ def test_resume_is_exact(tmp_path):
     assert whole.opt.param_groups[0]["lr"] == resumed.opt.param_groups[0]["lr"] == 5e-4  # halved once, at step 4
 
 
+
+def test_resume_with_a_teacher_and_shrunk_photos_is_exact(tmp_path):
+    """The teacher is not checkpointed but rebuilt from the settings, and photo_scale draws from the seeded
+    crop generator: a run split in two still ends with the same weights as one run."""
+    teacher = sr_preset("fast", 2)
+    with torch.no_grad():
+        teacher.to_subpixels.bias.fill_(0.1)
+    teacher.save_pretrained(tmp_path / "teacher")
+    kw = dict(model={"preset": "fast", "scale": 2, "teacher": str(tmp_path / "teacher"), "teacher_weight": 0.7,
+                     "photo_scale": [0.4, 1.0]}, ema_kimg=1.0, batch=4, lr=1e-3)
+    whole = train(_cfg(tmp_path / "whole", steps=5, **kw)).family
+    train(_cfg(tmp_path / "split", steps=2, **kw))
+    resumed = train(_cfg(tmp_path / "split", steps=5, resume=True, **kw)).family
+    for name in ("generator", "generator_ema"):
+        a, b = whole.modules[name].state_dict(), resumed.modules[name].state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    log = [json.loads(line) for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
+    distilled = [entry["step"] for entry in log if entry.get("kind") == "train" and "l1_teacher" in entry]
+    assert distilled and max(distilled) == 5  # the resumed half distilled too
+
 def test_gan_fine_tune_starts_from_init_and_trains_d(tmp_path):
     init = sr_preset("fast", 2)
     torch.nn.init.normal_(init.to_subpixels.weight, std=0.01)  # recognisable weights

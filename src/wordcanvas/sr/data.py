@@ -6,6 +6,7 @@ PyWavelets), so nothing downloads. The held-out photos are whole images kept out
 from __future__ import annotations
 
 import io
+import math
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -156,13 +157,22 @@ class SRPatches(Dataset):
     The held-out photos are excluded unless named explicitly in `photos`. Each item is a random
     crop with a random flip / 90-degree rotation; `length` sets the size of one epoch, and
     `set_epoch` draws fresh crops for the same indices (epoch 0 is the default).
+
+    `photo_scale=(lo, hi)` with lo < 1 shows each photo at many sizes: every crop is cut from the photo
+    shrunk by a factor drawn log-uniformly from [lo, hi] (antialiased bicubic), so one photo yields
+    patches as dense in detail as a small whole image, the way most test photos are.
     """
 
     def __init__(self, scale: int = 4, patch: int = 96, degradations: tuple[str, ...] = ("bicubic",),
                  seed: int = 0, photos: list[str] | None = None, user_folder: str | os.PathLike | None = None,
-                 length: int = 10_000):
+                 length: int = 10_000, photo_scale: tuple[float, float] = (1.0, 1.0)):
         if patch % scale:
             raise ValueError(f"patch {patch} must be a multiple of the scale {scale}")
+        lo, hi = (float(v) for v in photo_scale)
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(f"photo_scale (lo, hi) must satisfy 0 < lo <= hi <= 1 (photos are only shrunk, "
+                             f"never enlarged); got {tuple(photo_scale)}")
+        self.photo_scale = (lo, hi)
         unknown = set(degradations) - set(DEGRADATIONS)
         if unknown:
             raise ValueError(f"unknown degradations {sorted(unknown)}; choose from {DEGRADATIONS}")
@@ -200,16 +210,24 @@ class SRPatches(Dataset):
     def hr_patch(self, index: int, gen: torch.Generator | None = None) -> tuple[torch.Tensor, str]:
         """The HR crop of item `index` (CHW in [-1, 1]) and the name of the photo it comes from."""
         gen = gen or self._generator(index)
+        lo, hi = self.photo_scale
         for _ in range(10):  # skip flat patches (sky, black backgrounds): they teach nothing
             k = int(torch.multinomial(self.weights, 1, generator=gen))
             img = self.images[k]
             h, w = img.shape[:2]
-            y = int(torch.randint(0, h - self.patch + 1, (), generator=gen))
-            x = int(torch.randint(0, w - self.patch + 1, (), generator=gen))
-            crop = img[y : y + self.patch, x : x + self.patch]
+            side = self.patch
+            if lo < 1:  # a crop of `side` px shrunk to `patch` px = a crop of the photo shrunk by patch/side
+                factor = math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * float(torch.rand((), generator=gen)))
+                side = min(round(self.patch / factor), h, w)
+            y = int(torch.randint(0, h - side + 1, (), generator=gen))
+            x = int(torch.randint(0, w - side + 1, (), generator=gen))
+            crop = img[y : y + side, x : x + side]
             if crop.std() > 4:
                 break
         hr = torch.from_numpy(crop.copy()).permute(2, 0, 1).float() / 127.5 - 1
+        if side != self.patch:
+            hr = F.interpolate(hr[None], size=(self.patch, self.patch), mode="bicubic", antialias=True,
+                               align_corners=False)[0].clamp(-1, 1)
         flip, rot = torch.randint(0, 2, (), generator=gen).item(), torch.randint(0, 4, (), generator=gen).item()
         return torch.rot90(hr.flip(-1) if flip else hr, rot, (1, 2)).contiguous(), self.names[k]
 

@@ -41,6 +41,7 @@ class SRSettings:
     degradations: list = field(default_factory=lambda: ["bicubic"])  # also "blur", "noise", "jpeg" (sr.data.degrade)
     user_folder: str | None = None          # a folder of your own photos, cut into patches beside the bundled ones
     patches: int = 20_000                   # items per epoch (crops are redrawn every epoch)
+    photo_scale: list = field(default_factory=lambda: [1.0, 1.0])  # crops come from photos shrunk by [lo, hi]
     lr_halve_at: list = field(default_factory=list)  # steps at which the learning rate halves
     pixel_weight: float = 1e-2              # gan: weight of the L1 pixel loss
     perceptual_weight: float = 1.0          # gan: weight of the VGG16 feature loss
@@ -129,7 +130,8 @@ class SRFamily:
         s = settings_from(SRSettings, cfg.model)
         folder = s.user_folder or (cfg.data if os.path.isdir(str(cfg.data)) else None)
         patches = SRPatches(scale=s.scale, patch=int(cfg.resolution or 96), degradations=tuple(s.degradations),
-                            seed=cfg.seed, user_folder=folder, length=s.patches, **cfg.data_options)
+                            seed=cfg.seed, user_folder=folder, length=s.patches, photo_scale=tuple(s.photo_scale),
+                            **cfg.data_options)
         return SRTrainingPatches(patches)
 
     def __init__(self, cfg, dataset, encoder, device: torch.device, dist):
