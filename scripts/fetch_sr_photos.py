@@ -2,6 +2,7 @@
 
     python scripts/fetch_sr_photos.py --out photos/debian          # then: wordcanvas train sr --data photos/debian ...
     python scripts/fetch_sr_photos.py --out photos/debian --more   # 26 more photos from six more packages
+    python scripts/fetch_sr_photos.py --out photos/debian --more --gcompris  # and about 90 from GCompris
 
 The photos bundled in the Python packages are few and half of them are not natural colour photos
 (text, coins, a retina scan, the Hubble deep field). The desktop-background packages
@@ -11,7 +12,12 @@ The photos bundled in the Python packages are few and half of them are not natur
 per image in their copyright files), `enlightenment-data` (BSD-2-clause; each background is an Eet
 archive whose image entry is a plain JPEG), `lxqt-themes` (CC-BY-SA-3.0), `sddm-theme-maldives`
 (CC-BY-3.0) and `palapeli-data` (public domain): landscapes, leaves, flowers, animals, interiors;
-the soft ones (fog, sky, silhouettes, bokeh) and the drawings are left out. The packages are
+the soft ones (fog, sky, silhouettes, bokeh) and the drawings are left out. With --gcompris, the
+photos of five activities of the educational suite GCompris (`gcompris-qt-data`, GPL-3+ per its Debian
+copyright file; Wikimedia Commons photos whose sources the activities name): monuments, wild and farm
+animals, musicians and their instruments, everyday objects, about 1024 px and JPEG-compressed. They bring
+what the wallpapers lack (buildings, people, man-made edges); their JPEG noise washes out in the x4
+downscale, so they suit distillation (`model.teacher`) and `model.photo_scale` best. The packages are
 downloaded with `apt-get download` and unpacked with `dpkg-deb -x`, so no root and no installation
 are needed; only the photos named below are copied. Each is downscaled (antialiased bicubic) so
 its longer side is at most `--max-side` (1280 by default): the wallpapers are soft and
@@ -21,7 +27,9 @@ as the held-out test photos. Requires a Debian or Ubuntu system with apt.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
+import re
 import shutil
 import struct
 import subprocess
@@ -52,7 +60,12 @@ MORE = {
     "sddm-theme-maldives": ("usr/share/sddm/themes/maldives", ("background.jpg",)),
     "palapeli-data": ("usr/share/palapeli/collection", ("european-honey-bee.jpg",)),
 }
+# --gcompris: the activities (Qt resource files) whose images are photos (not drawings)
+GCOMPRIS = ("gcompris-qt-data", "usr/share/gcompris-qt/rcc",
+            ("explore_monuments", "explore_world_animals", "explore_farm_animals", "explore_world_music",
+             "categorization"))
 EET_MAGIC = 0x1EE70F42
+IMAGE_SIGNATURES = re.compile(rb"\xff\xd8\xff|\x89PNG\r\n\x1a\n|RIFF.{4}WEBP", re.DOTALL)
 
 
 def unpack(package: str, work: Path) -> Path:
@@ -84,6 +97,26 @@ def eet_images(data: bytes) -> list[bytes]:
         name = data[name_offset: name_offset + name_size].rstrip(b"\0").decode("latin-1")
         if name.startswith("edje/images/") and not flags & 0b11:
             images.append(data[offset: offset + size])
+    return images
+
+
+def embedded_images(data: bytes, min_side: int = 256) -> list[Image.Image]:
+    """The JPEG, PNG and WebP images stored whole inside a container file, at least `min_side` px on each
+    side. A Qt resource file (.rcc) keeps already-compressed files as they are, so every image signature
+    that decodes is one of its images; identical images are kept once."""
+    images, seen = [], set()
+    starts = sorted(m.start() for m in re.finditer(IMAGE_SIGNATURES, data))
+    for start in starts:
+        try:
+            img = Image.open(io.BytesIO(data[start:]))
+            img.load()  # decoding stops at the image's own end marker
+        except (OSError, SyntaxError, ValueError):
+            continue  # a signature inside other data
+        img = img.convert("RGB")
+        digest = hashlib.sha1(img.tobytes()).digest()
+        if min(img.size) >= min_side and digest not in seen:
+            seen.add(digest)
+            images.append(img)
     return images
 
 
@@ -119,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-side", type=int, default=1280, help="downscale so the longer side is at most this (0: keep)")
     ap.add_argument("--more", action="store_true",
                     help=f"also the {sum(len(n) for _, n in MORE.values())} photos of {', '.join(MORE)}")
+    ap.add_argument("--gcompris", action="store_true",
+                    help=f"also the photos of GCompris's activities {', '.join(GCOMPRIS[2])} ({GCOMPRIS[0]})")
     args = ap.parse_args(argv)
     if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
         print("error: apt-get and dpkg-deb are needed (a Debian or Ubuntu system)", file=sys.stderr)
@@ -137,13 +172,20 @@ def main(argv: list[str] | None = None) -> int:
                 root = unpack(package, work) / folder
                 for n in names:
                     chosen[f"{photo_prefix(package, n)}-{Path(n).stem}.jpg"] = root / n
-        for name, src in chosen.items():
-            img = open_photo(src).convert("RGB")
+        photos = {name.replace(".jpg", ".png"): (lambda src=src: open_photo(src)) for name, src in chosen.items()}
+        if args.gcompris:
+            package, folder, activities = GCOMPRIS
+            root = unpack(package, work) / folder
+            for activity in activities:
+                for i, img in enumerate(embedded_images((root / f"{activity}.rcc").read_bytes())):
+                    photos[f"gcompris-{activity}-{i:03d}.png"] = lambda img=img: img
+        for name, load in photos.items():
+            img = load().convert("RGB")
             if args.max_side and max(img.size) > args.max_side:
                 factor = args.max_side / max(img.size)
                 img = img.resize((round(img.size[0] * factor), round(img.size[1] * factor)), Image.BICUBIC)
-            img.save(out / name.replace(".jpg", ".png"))
-    print(f"{len(chosen)} photos in {out}")
+            img.save(out / name)
+    print(f"{len(photos)} photos in {out}")
     return 0
 
 

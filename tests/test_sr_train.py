@@ -305,10 +305,35 @@ def test_fetch_sr_photos_copies_the_named_photos_downscaled(tmp_path, monkeypatc
     with pytest.raises(ValueError, match="truncated Eet archive"):
         fetch.eet_images(_eet_archive({"edje/images/0": b"x"})[:30])
 
+    # --gcompris: the photos inside five activities' Qt resource files (images stored as they are, between
+    # other data); small ones, repeats and broken signatures are skipped
+    package, folder, activities = fetch.GCOMPRIS
+    trees[package] = tmp_path / "debs" / package
+    (trees[package] / folder).mkdir(parents=True)
+    buffer = io.BytesIO()
+    Image.new("RGB", (600, 400), (0, 128, 0)).save(buffer, "WEBP")
+    blobs = [_jpeg((1024, 700), (200, 0, 0)), _jpeg((100, 80), (0, 0, 200)), buffer.getvalue(),
+             _jpeg((1024, 700), (200, 0, 0)), b"\xff\xd8\xff\xe0 not a jpeg", _png((300, 500), (1, 2, 3))]
+    for activity in activities:
+        (trees[package] / folder / f"{activity}.rcc").write_bytes(b"qres\x00\x00\x00\x03" + b"\x00\x01".join(blobs))
+    assert [img.size for img in fetch.embedded_images(b"junk".join(blobs))] == [(1024, 700), (600, 400), (300, 500)]
+    wide = tmp_path / "wide"
+    assert fetch.main(["--out", str(wide), "--max-side", "800", "--more", "--gcompris"]) == 0
+    assert len(list(wide.iterdir())) == 50 + 3 * len(activities)
+    monument = Image.open(wide / "gcompris-explore_monuments-000.png")
+    assert monument.size == (800, 547) and monument.getpixel((400, 270))[0] > 150
+    assert Image.open(wide / "gcompris-categorization-002.png").size == (300, 500)
+
 
 def _jpeg(size, colour) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", size, colour).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def _png(size, colour) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, "PNG")
     return buffer.getvalue()
 
 
