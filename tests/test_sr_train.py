@@ -130,17 +130,23 @@ def test_training_lowers_l1_and_beats_nearest_on_heldout(trained):
     assert Upscaler.from_name(str(trained), 2).upscale(torch.zeros(1, 3, 8, 8)).shape == (1, 3, 16, 16)
 
 
-def test_resume_is_exact(tmp_path):
-    kw = dict(model={"preset": "fast", "scale": 2, "degradations": ["bicubic", "noise"], "lr_halve_at": [4]},
-              ema_kimg=1.0, batch=4, lr=1e-3)
-    whole = train(_cfg(tmp_path / "whole", steps=6, **kw)).family
-    train(_cfg(tmp_path / "split", steps=3, **kw))
-    resumed = train(_cfg(tmp_path / "split", steps=6, resume=True, **kw)).family
+def _whole_and_resumed(tmp_path, steps: int, split_at: int, **kw):
+    """The families of one run of `steps` steps and of a run stopped at `split_at` then resumed; their
+    weights (raw and EMA) must be bit-identical."""
+    whole = train(_cfg(tmp_path / "whole", steps=steps, **kw)).family
+    train(_cfg(tmp_path / "split", steps=split_at, **kw))
+    resumed = train(_cfg(tmp_path / "split", steps=steps, resume=True, **kw)).family
     for name in ("generator", "generator_ema"):
         a, b = whole.modules[name].state_dict(), resumed.modules[name].state_dict()
         assert all(torch.equal(a[k], b[k]) for k in a), name
-    assert whole.opt.param_groups[0]["lr"] == resumed.opt.param_groups[0]["lr"] == 5e-4  # halved once, at step 4
+    return whole, resumed
 
+
+def test_resume_is_exact(tmp_path):
+    kw = dict(model={"preset": "fast", "scale": 2, "degradations": ["bicubic", "noise"], "lr_halve_at": [4]},
+              ema_kimg=1.0, batch=4, lr=1e-3)
+    whole, resumed = _whole_and_resumed(tmp_path, 6, 3, **kw)
+    assert whole.opt.param_groups[0]["lr"] == resumed.opt.param_groups[0]["lr"] == 5e-4  # halved once, at step 4
 
 
 def test_resume_with_a_teacher_and_shrunk_photos_is_exact(tmp_path):
@@ -152,12 +158,7 @@ def test_resume_with_a_teacher_and_shrunk_photos_is_exact(tmp_path):
     teacher.save_pretrained(tmp_path / "teacher")
     kw = dict(model={"preset": "fast", "scale": 2, "teacher": str(tmp_path / "teacher"), "teacher_weight": 0.7,
                      "photo_scale": [0.4, 1.0]}, ema_kimg=1.0, batch=4, lr=1e-3)
-    whole = train(_cfg(tmp_path / "whole", steps=5, **kw)).family
-    train(_cfg(tmp_path / "split", steps=2, **kw))
-    resumed = train(_cfg(tmp_path / "split", steps=5, resume=True, **kw)).family
-    for name in ("generator", "generator_ema"):
-        a, b = whole.modules[name].state_dict(), resumed.modules[name].state_dict()
-        assert all(torch.equal(a[k], b[k]) for k in a), name
+    _whole_and_resumed(tmp_path, 5, 2, **kw)
     log = [json.loads(line) for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
     distilled = [entry["step"] for entry in log if entry.get("kind") == "train" and "l1_teacher" in entry]
     assert distilled and max(distilled) == 5  # the resumed half distilled too
