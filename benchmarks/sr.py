@@ -244,7 +244,11 @@ packages `mate-backgrounds` and `plasma-workspace-wallpapers` (GPL-2+; fetched w
 no installation) for `--data FOLDER`; with `--more`, 26 more (landscapes, leaves, flowers, animals,
 interiors; CC-BY, CC-BY-SA, CC0, BSD-2-clause and public domain, named per package in the script)
 from six more packages (`lomiri-wallpapers-16.04`/`-20.04`, `enlightenment-data`, `lxqt-themes`,
-`sddm-theme-maldives`, `palapeli-data`); the shipped quality x4 network was last trained on all 50 (stages 5 and 6).
+`sddm-theme-maldives`, `palapeli-data`); with `--gcompris`, 95 more (monuments, wild and farm animals,
+musicians and instruments, everyday objects: Wikimedia Commons photos of about 1024 px inside the
+activities of the educational suite GCompris, `gcompris-qt-data`, GPL-3+ per its Debian copyright file;
+JPEG-compressed, so best used with `model.teacher` and `model.photo_scale`). The shipped quality x4
+network was last trained on all 50 (stages 5 to 7a) and on those plus the 95 GCompris photos (stage 7b).
 Degradation: antialiased bicubic downscaling, optionally blur, noise and JPEG
 (`--set 'model.degradations=["bicubic","blur","noise","jpeg"]'`). Photo scale:
 `--set 'model.photo_scale=[0.3, 1.0]'` cuts each crop from its photo shrunk by a random factor in that range
