@@ -82,7 +82,8 @@ def main() -> None:
     write_json(out / "gpu_train_speed.json", {"meta": meta, "rows": rows})
     lines = [f"# Training throughput on {meta['device']}", "",
              "Images (or HR patches) per second of the real training loop (`wordcanvas train`; the GAN and VAE "
-             "families in bf16 autocast on CUDA, the SR family in fp32 with cuDNN's default TF32 convolutions), median over its log records after the first; see benchmarks/gpu_train_speed.py.", "",
+             "families in bf16 autocast on CUDA, the SR family in fp32 with cuDNN's default TF32 convolutions), "
+             "median over its log records after the first; see benchmarks/gpu_train_speed.py.", "",
              "| run | family | data | encoder | px | batch | workers | steps | images/s (median) | images/s (max) |",
              "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['run']} | {r['family']} | {r['data']} | {r['encoder'] or '-'} | {r['resolution']} | {r['batch']} | "

@@ -146,6 +146,15 @@ def largest(paths: list[Path]) -> Path:
     return max(paths, key=lambda p: (pixels(p), p.name))
 
 
+def save_photo(img: Image.Image, path: Path, max_side: int) -> None:
+    """RGB PNG, downscaled (antialiased bicubic) so the longer side is at most max_side (0: kept)."""
+    img = img.convert("RGB")
+    if max_side and max(img.size) > max_side:
+        factor = max_side / max(img.size)
+        img = img.resize((round(img.size[0] * factor), round(img.size[1] * factor)), Image.BICUBIC)
+    img.save(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="folder to write the photos into (flat, one file per photo)")
@@ -172,20 +181,17 @@ def main(argv: list[str] | None = None) -> int:
                 root = unpack(package, work) / folder
                 for n in names:
                     chosen[f"{photo_prefix(package, n)}-{Path(n).stem}.jpg"] = root / n
-        photos = {name.replace(".jpg", ".png"): (lambda src=src: open_photo(src)) for name, src in chosen.items()}
+        for name, src in chosen.items():
+            save_photo(open_photo(src), out / name.replace(".jpg", ".png"), args.max_side)
+        count = len(chosen)
         if args.gcompris:
             package, folder, activities = GCOMPRIS
             root = unpack(package, work) / folder
             for activity in activities:
                 for i, img in enumerate(embedded_images((root / f"{activity}.rcc").read_bytes())):
-                    photos[f"gcompris-{activity}-{i:03d}.png"] = lambda img=img: img
-        for name, load in photos.items():
-            img = load().convert("RGB")
-            if args.max_side and max(img.size) > args.max_side:
-                factor = args.max_side / max(img.size)
-                img = img.resize((round(img.size[0] * factor), round(img.size[1] * factor)), Image.BICUBIC)
-            img.save(out / name)
-    print(f"{len(photos)} photos in {out}")
+                    save_photo(img, out / f"gcompris-{activity}-{i:03d}.png", args.max_side)
+                    count += 1
+    print(f"{count} photos in {out}")
     return 0
 
 
