@@ -349,3 +349,30 @@ def _eet_archive(entries: dict[str, bytes]) -> bytes:
         name_at += len(name) + 1
         data += blob
     return struct.pack(">III", 0x1EE70F42, len(entries), 0) + directory + names + data
+
+
+def test_make_sr_graphics_draws_seeded_images_without_heldout_photos(tmp_path, monkeypatch):
+    """The synthetic-graphics maker: the asked number of square PNGs, the same bytes for the same seed,
+    other images for another seed, hard edges drawn in, and no held-out photo ever used as a background."""
+    import importlib.util
+    from pathlib import Path
+
+    from wordcanvas.sr.data import HELDOUT_PHOTOS
+
+    spec = importlib.util.spec_from_file_location("make_sr_graphics", Path(__file__).parents[1] / "scripts" / "make_sr_graphics.py")
+    graphics = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(graphics)
+    backgrounds = []
+    load = graphics.load_photo
+    monkeypatch.setattr(graphics, "load_photo", lambda name: backgrounds.append(name) or load(name))
+    runs = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        assert graphics.main(["--out", str(tmp_path / name), "--count", "4", "--size", "96", "--seed", str(seed)]) == 0
+        runs[name] = [p.read_bytes() for p in sorted((tmp_path / name).iterdir())]
+    assert len(runs["a"]) == 4 and runs["a"] == runs["b"] and runs["a"] != runs["c"]
+    assert backgrounds and not set(backgrounds) & set(HELDOUT_PHOTOS)
+    for path in sorted((tmp_path / "a").iterdir()):
+        image = np.asarray(Image.open(path), dtype=np.float32)
+        assert image.shape == (96, 96, 3)
+        step = max(np.abs(np.diff(image, axis=0)).max(), np.abs(np.diff(image, axis=1)).max())
+        assert step > 80, path.name  # a hard edge (a shape's border, a letter) in some channel, even after the blur
