@@ -248,7 +248,10 @@ from six more packages (`lomiri-wallpapers-16.04`/`-20.04`, `enlightenment-data`
 musicians and instruments, everyday objects: Wikimedia Commons photos of about 1024 px inside the
 activities of the educational suite GCompris, `gcompris-qt-data`, GPL-3+ per its Debian copyright file;
 JPEG-compressed, so best used with `model.teacher` and `model.photo_scale`). The shipped quality x4
-network was last trained on all 50 (stages 5 to 7a) and on those plus the 95 GCompris photos (stages 7b and 8).
+network was last trained on all 50 (stages 5 to 7a) and on those plus the 95 GCompris photos (stages 7b and 8),
+then also on 60 synthetic graphics (stage 9).
+`scripts/make_sr_graphics.py --out FOLDER` draws such images: lettering, badges, stripes and shapes over a
+training photo or a gradient, antialiased; `benchmarks/sr_graphics.py` measures x4 on unseen ones (docs/sr_graphics.md).
 Degradation: antialiased bicubic downscaling, optionally blur, noise and JPEG
 (`--set 'model.degradations=["bicubic","blur","noise","jpeg"]'`). Photo scale:
 `--set 'model.photo_scale=[0.3, 1.0]'` cuts each crop from its photo shrunk by a random factor in that range
