@@ -221,13 +221,34 @@ def test_teacher_distillation_learns_the_teachers_function(tmp_path):
     assert log["l1_teacher"] < log["l1"], log  # it follows the teacher, not the photos
 
 
+def test_mse_loss_learns_the_mean_where_l1_learns_the_median(tmp_path):
+    """loss 'mse' fits the mean of its targets, 'l1' their median: with a teacher that adds +0.5 to bicubic
+    upsampling at a share of 0.2, the student's offset goes to the mean, 0.2 x 0.5 = 0.1, under MSE, and stays
+    near 0 (the median of targets mostly at the photo) under L1."""
+    teacher = sr_preset("fast", 2)
+    with torch.no_grad():
+        teacher.to_subpixels.weight.zero_()
+        teacher.to_subpixels.bias.fill_(0.5)
+    teacher.save_pretrained(tmp_path / "teacher")
+    crops = torch.from_numpy(_heldout_crops(32)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    lr = F.avg_pool2d(crops, 2)
+    offset = {}
+    for loss in ("l1", "mse"):
+        model = {"preset": "fast", "scale": 2, "loss": loss, "teacher": str(tmp_path / "teacher"), "teacher_weight": 0.2}
+        fam = train(_cfg(tmp_path / loss, steps=60, lr=3e-3, seed=1, model=model)).family
+        with torch.no_grad():
+            offset[loss] = float((fam.generator.eval()(lr) - F.interpolate(lr, scale_factor=2, mode="bicubic")).mean())
+    assert abs(offset["mse"] - 0.1) < 0.04 and offset["l1"] < offset["mse"] - 0.05, offset
+
+
 def test_teacher_refusals(tmp_path):
     sr_preset("fast", 4).save_pretrained(tmp_path / "x4")
     cases = [({"teacher": str(tmp_path / "x4")}, "not a x2 network"),
              ({"teacher": str(tmp_path / "x4"), "scale": 4, "teacher_weight": 0}, "in \\(0, 1\\]"),
              ({"teacher": str(tmp_path / "x4"), "scale": 4, "loss": "gan", "init": str(tmp_path / "x4")},
               "cannot be combined"),
-             ({"teacher": "no-such-network"}, "unknown upscaler")]
+             ({"teacher": "no-such-network"}, "unknown upscaler"),
+             ({"loss": "l2"}, "loss must be 'l1', 'mse' or 'gan'")]
     for extra, message in cases:
         with pytest.raises(ValueError, match=message):
             train(_cfg(tmp_path / "refused", steps=1, model={"preset": "fast", "scale": 2, **extra}))

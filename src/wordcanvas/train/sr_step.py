@@ -4,14 +4,16 @@ The loop's batch holds HR patches (`sr.data.SRTrainingPatches`: random crops of 
 training photos, plus a user folder); each step degrades them to LR (bicubic, optionally
 blur / noise / JPEG) with the step's seeded generator, so resume stays exact. Two losses:
   - "l1": PSNR-oriented, L1(G(lr), hr), as ESRGAN's first stage;
+  - "mse": the same with the squared error, whose mean PSNR measures: a last fine-tuning stage after "l1"
+    (L1 trains faster and steadier from scratch, as EDSR found);
   - "gan": ESRGAN's second stage, started from a PSNR-trained network (`init`):
         pixel_weight x L1 + perceptual_weight x sum_l w_l L1(vgg_l(G(lr)), vgg_l(hr))
         + adv_weight x relativistic-average adversarial loss,
     with VGG16 features taken before the ReLU (ESRGAN's choice; VGG19 is not available offline)
     and a spectral-norm patch discriminator.
 The learning rate is halved at the steps listed in `lr_halve_at` (ESRGAN's multi-step schedule).
-With `teacher` set, "l1" also distils a frozen pretrained network (knowledge distillation for SR): the target
-is (1 - teacher_weight) x hr + teacher_weight x teacher(lr) in L1, which carries what the teacher learnt from
+With `teacher` set, "l1" and "mse" also distil a frozen pretrained network (knowledge distillation for SR): the target
+is (1 - teacher_weight) x hr + teacher_weight x teacher(lr) in L1 (or MSE), which carries what the teacher learnt from
 photos we do not have (SRMD: DIV2K, BSD and WED) into our smaller network.
 """
 from __future__ import annotations
@@ -36,7 +38,7 @@ PERCEPTUAL_LAYERS = {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_3": 1.0, "conv4_3": 
 class SRSettings:
     preset: str = "fast"                    # network: "fast" (FastSR) or "quality" (RRDB-lite); models.sr.sr_preset
     scale: int = 4                          # 2 or 4
-    loss: str = "l1"                        # "l1" (PSNR-oriented) or "gan" (L1 + VGG16 perceptual + adversarial)
+    loss: str = "l1"                        # "l1" or "mse" (PSNR-oriented) or "gan" (L1 + VGG16 perceptual + adversarial)
     init: str | None = None                 # network to start from (folder or run; needed for "gan"); may be another scale
     degradations: list = field(default_factory=lambda: ["bicubic"])  # also "blur", "noise", "jpeg" (sr.data.degrade)
     user_folder: str | None = None          # a folder of your own photos, cut into patches beside the bundled ones
@@ -137,8 +139,8 @@ class SRFamily:
     def __init__(self, cfg, dataset, encoder, device: torch.device, dist):
         self.cfg, self.device, self.dist, self.dataset = cfg, device, dist, dataset
         self.s = s = settings_from(SRSettings, cfg.model)
-        if s.loss not in ("l1", "gan"):
-            raise ValueError(f"loss must be 'l1' or 'gan', got {s.loss!r}")
+        if s.loss not in ("l1", "mse", "gan"):
+            raise ValueError(f"loss must be 'l1', 'mse' or 'gan', got {s.loss!r}")
         if s.preset not in ("fast", "quality"):
             raise ValueError(f"preset must be 'fast' or 'quality', got {s.preset!r}")
         if s.loss == "gan" and not s.init:
@@ -172,8 +174,8 @@ class SRFamily:
         """The frozen network to distil (not part of the checkpoint: a resumed run loads it again by name)."""
         if s.teacher is None:
             return None
-        if s.loss != "l1":
-            raise ValueError("model.teacher distils into the L1 (PSNR) stage; it cannot be combined with loss 'gan'")
+        if s.loss == "gan":
+            raise ValueError("model.teacher distils into the PSNR stage (loss 'l1' or 'mse'); it cannot be combined with loss 'gan'")
         if not 0 < s.teacher_weight <= 1:
             raise ValueError(f"model.teacher_weight is the teacher's share of the target, in (0, 1]; got "
                              f"{s.teacher_weight}")
@@ -227,14 +229,15 @@ class SRFamily:
         sr = self.generator(lr)
         l1 = F.l1_loss(sr, hr)
         stats = {"l1": l1.detach()}
+        pixel = F.mse_loss if s.loss == "mse" else F.l1_loss
         if self.teacher is not None:
             with torch.no_grad():
                 taught = self.teacher(lr).clamp(-1, 1)
             l1_teacher = F.l1_loss(sr, taught)
             stats["l1_teacher"] = l1_teacher.detach()
-            loss = (1 - s.teacher_weight) * l1 + s.teacher_weight * l1_teacher
-        elif s.loss == "l1":
-            loss = l1
+            loss = (1 - s.teacher_weight) * pixel(sr, hr) + s.teacher_weight * pixel(sr, taught)
+        elif s.loss in ("l1", "mse"):
+            loss = pixel(sr, hr)
         else:
             self.discriminator.requires_grad_(False)
             lp = self.perceptual(sr, hr)
