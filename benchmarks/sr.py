@@ -234,6 +234,8 @@ wordcanvas train sr --res 128 --batch 16 --steps 2000 --set model.preset=quality
 `model.teacher` (`srmd`, `realesrgan` or a model folder of the same scale) distils a frozen network into the one trained:
 the L1 loss goes to the teacher's output on the same LR patch with share `model.teacher_weight` (the rest to the
 HR patch), so the student learns what the teacher learnt from its own, larger photo collection.
+`model.loss=mse` trains on the squared error (what PSNR measures) instead of L1, with or without a teacher, for a
+last fine-tuning stage; L1 remains the default (steadier from scratch).
 
 Training data (`sr/data.py`): random patches (flips, 90-degree rotations, flat patches skipped) of
 every photo available offline in the installed packages (scikit-image, scikit-learn, matplotlib,
