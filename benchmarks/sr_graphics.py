@@ -30,6 +30,7 @@ from wordcanvas.sr.data import downscale, training_photo_names
 from wordcanvas.sr.upscale import Upscaler
 
 SCALE = 4
+SIZE = 768  # side of each square image, px
 
 
 def graphics_maker():
@@ -39,7 +40,7 @@ def graphics_maker():
     return module
 
 
-def pairs(count: int, seed: int, size: int = 768) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def pairs(count: int, seed: int, size: int = SIZE) -> list[tuple[torch.Tensor, torch.Tensor]]:
     maker = graphics_maker()
     rng = np.random.default_rng(seed)
     photos = training_photo_names()
@@ -69,13 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = [{"method": m, "y_psnr_db": round(float(np.mean(v)), 3),
              "gain_db": round(float(np.mean(np.subtract(v, psnr["bicubic"]))), 3)} for m, v in psnr.items()]
     result = {"command": command_line(), "machine": machine_info(threads=args.threads), "scale": SCALE,
-              "count": args.count, "seed": args.seed, "size": 768, "rows": rows}
+              "count": args.count, "seed": args.seed, "size": SIZE, "rows": rows}
     out = Path(args.out)
     write_json(out / "sr_graphics.json", result)
     table = "\n".join(f"| {r['method']} | {r['y_psnr_db']:.2f} | {r['gain_db']:+.2f} |" for r in rows)
     (out / "sr_graphics.md").write_text(
         f"# Super-resolution x4 on unseen synthetic graphics\n\n`{result['command']}` ({date.today()})\n\n"
-        f"{args.count} images of 768 x 768 px from `scripts/make_sr_graphics.py --seed {args.seed}` (lettering, "
+        f"{args.count} images of {SIZE} x {SIZE} px from `scripts/make_sr_graphics.py --seed {args.seed}` (lettering, "
         "badges, stripes and shapes over a training photo or a gradient; the networks were trained on other "
         "seeds' images, if on any), LR = antialiased bicubic downscale, Y-PSNR with a border crop of 4, "
         "mean over the images; gain = mean per-image gain over bicubic. Protocol in the script's docstring.\n\n"

@@ -274,15 +274,21 @@ def test_shipped_gan_network_is_sharper_than_the_psnr_one():
     assert energy["quality"] < energy["quality-gan"] <= 1.5 * target, (energy, target)
 
 
-def test_fetch_sr_photos_copies_the_named_photos_downscaled(tmp_path, monkeypatch):
-    """The Debian photo collector, on package trees laid out as the real ones (apt is not called):
-    only the named photos come out, the largest of each Plasma wallpaper's sizes, long side capped."""
+def _load_script(name: str):
+    """A module of scripts/ (not an installed package), loaded from its file."""
     import importlib.util
     from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location("fetch_sr_photos", Path(__file__).parents[1] / "scripts" / "fetch_sr_photos.py")
-    fetch = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fetch)
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_fetch_sr_photos_copies_the_named_photos_downscaled(tmp_path, monkeypatch):
+    """The Debian photo collector, on package trees laid out as the real ones (apt is not called):
+    only the named photos come out, the largest of each Plasma wallpaper's sizes, long side capped."""
+    fetch = _load_script("fetch_sr_photos")
     trees = {p: tmp_path / "debs" / p for p in fetch.PACKAGES}
     nature = trees["mate-backgrounds"] / "usr/share/backgrounds/mate/nature"
     nature.mkdir(parents=True)
@@ -375,14 +381,9 @@ def _eet_archive(entries: dict[str, bytes]) -> bytes:
 def test_make_sr_graphics_draws_seeded_images_without_heldout_photos(tmp_path, monkeypatch):
     """The synthetic-graphics maker: the asked number of square PNGs, the same bytes for the same seed,
     other images for another seed, hard edges drawn in, and no held-out photo ever used as a background."""
-    import importlib.util
-    from pathlib import Path
-
     from wordcanvas.sr.data import HELDOUT_PHOTOS
 
-    spec = importlib.util.spec_from_file_location("make_sr_graphics", Path(__file__).parents[1] / "scripts" / "make_sr_graphics.py")
-    graphics = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(graphics)
+    graphics = _load_script("make_sr_graphics")
     backgrounds = []
     load = graphics.load_photo
     monkeypatch.setattr(graphics, "load_photo", lambda name: backgrounds.append(name) or load(name))

@@ -2,7 +2,7 @@
 
 The loop's batch holds HR patches (`sr.data.SRTrainingPatches`: random crops of the bundled
 training photos, plus a user folder); each step degrades them to LR (bicubic, optionally
-blur / noise / JPEG) with the step's seeded generator, so resume stays exact. Two losses:
+blur / noise / JPEG) with the step's seeded generator, so resume stays exact. Three losses:
   - "l1": PSNR-oriented, L1(G(lr), hr), as ESRGAN's first stage;
   - "mse": the same with the squared error, whose mean PSNR measures: a last fine-tuning stage after "l1"
     (L1 trains faster and steadier from scratch, as EDSR found);
@@ -229,15 +229,16 @@ class SRFamily:
         sr = self.generator(lr)
         l1 = F.l1_loss(sr, hr)
         stats = {"l1": l1.detach()}
-        pixel = F.mse_loss if s.loss == "mse" else F.l1_loss
+        fit_hr = F.mse_loss(sr, hr) if s.loss == "mse" else l1  # the L1 terms double as logged stats
         if self.teacher is not None:
             with torch.no_grad():
                 taught = self.teacher(lr).clamp(-1, 1)
             l1_teacher = F.l1_loss(sr, taught)
             stats["l1_teacher"] = l1_teacher.detach()
-            loss = (1 - s.teacher_weight) * pixel(sr, hr) + s.teacher_weight * pixel(sr, taught)
+            fit_teacher = F.mse_loss(sr, taught) if s.loss == "mse" else l1_teacher
+            loss = (1 - s.teacher_weight) * fit_hr + s.teacher_weight * fit_teacher
         elif s.loss in ("l1", "mse"):
-            loss = pixel(sr, hr)
+            loss = fit_hr
         else:
             self.discriminator.requires_grad_(False)
             lp = self.perceptual(sr, hr)
