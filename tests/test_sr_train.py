@@ -398,3 +398,17 @@ def test_make_sr_graphics_draws_seeded_images_without_heldout_photos(tmp_path, m
         assert image.shape == (96, 96, 3)
         step = max(np.abs(np.diff(image, axis=0)).max(), np.abs(np.diff(image, axis=1)).max())
         assert step > 80, path.name  # a hard edge (a shape's border, a letter) in some channel, even after the blur
+
+
+def test_sample_grid_of_a_large_patch_size_cuts_every_photo_to_the_smallest(tmp_path):
+    """At 160 px patches the grid asks for 320 px centre crops, but chelsea is 300 px high: every tile is cut to
+    300 px around the centre, so the grid still assembles (it used to fail at the end of such a run)."""
+    fam = train(_cfg(tmp_path / "run", resolution=160, batch=2, steps=1, sample_every=1)).family
+    assert list((tmp_path / "run" / "samples").glob("*.png"))
+    tiles = fam.sample(["chelsea", "astronaut"], 4)  # per photo: LR (nearest), bicubic, network, HR
+    assert tiles.shape == (8, 3, 300, 300)
+    for row, name in enumerate(["chelsea", "astronaut"]):
+        img = load_photo(name)
+        y, x = (img.shape[0] - 300) // 2, (img.shape[1] - 300) // 2
+        expected = torch.from_numpy(img[y:y + 300, x:x + 300].copy()).permute(2, 0, 1).float() / 127.5 - 1
+        assert torch.allclose(tiles[4 * row + 3].cpu(), expected)

@@ -553,6 +553,8 @@ def train(cfg: TrainConfig, *, dataset=None, encoder=None, evaluator: Evaluator 
         raise ValueError("give a training length: steps or minutes")
     dist = init_dist(cfg.device)
     device = dist.device
+    if device.type == "cuda":  # every batch has one shape: let cuDNN time its kernels once and keep the fastest
+        torch.backends.cudnn.benchmark = True
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     family_cls = family or FAMILIES.get(cfg.family)

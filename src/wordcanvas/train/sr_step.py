@@ -113,6 +113,14 @@ def relativistic_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, real
     return (bce(d_real, torch.full_like(d_real, t)) + bce(d_fake, torch.full_like(d_fake, 1 - t))) / 2
 
 
+def _cat_centre_crops(images: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate NCHW images cut to their smallest height and width (a held-out photo can be smaller than the
+    crop the sample grid asks for: chelsea is 300 px high)."""
+    h, w = min(t.shape[-2] for t in images), min(t.shape[-1] for t in images)
+    return torch.cat([t[..., (t.shape[-2] - h) // 2:(t.shape[-2] - h) // 2 + h, (t.shape[-1] - w) // 2:(t.shape[-1] - w) // 2 + w]
+                      for t in images])
+
+
 # --------------------------------------------------------------------------- the family
 
 class SRFamily:
@@ -290,11 +298,11 @@ class SRFamily:
         return cols
 
     def generate(self, prompts, seed: int = 0) -> torch.Tensor:
-        return torch.cat([self._columns(getattr(p, "text", str(p)))[2] for p in prompts])
+        return _cat_centre_crops([self._columns(getattr(p, "text", str(p)))[2] for p in prompts])
 
     def sample(self, prompts, n: int, seed: int = 0) -> torch.Tensor:
         rows = []
         for p in prompts:
             cols = self._columns(getattr(p, "text", str(p)))
             rows += (cols + [cols[2]] * n)[:n]
-        return torch.cat(rows)
+        return _cat_centre_crops(rows)
