@@ -113,14 +113,6 @@ def relativistic_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, real
     return (bce(d_real, torch.full_like(d_real, t)) + bce(d_fake, torch.full_like(d_fake, 1 - t))) / 2
 
 
-def _cat_centre_crops(images: list[torch.Tensor]) -> torch.Tensor:
-    """Concatenate NCHW images cut to their smallest height and width (a held-out photo can be smaller than the
-    crop the sample grid asks for: chelsea is 300 px high)."""
-    h, w = min(t.shape[-2] for t in images), min(t.shape[-1] for t in images)
-    return torch.cat([t[..., (t.shape[-2] - h) // 2:(t.shape[-2] - h) // 2 + h, (t.shape[-1] - w) // 2:(t.shape[-1] - w) // 2 + w]
-                      for t in images])
-
-
 # --------------------------------------------------------------------------- the family
 
 class SRFamily:
@@ -273,24 +265,29 @@ class SRFamily:
         return stats
 
     # sample grids: one row per held-out photo (a centre crop): LR (nearest), bicubic, network, HR
-    def _hr_crop(self, name: str, size: int) -> torch.Tensor:
+    @staticmethod
+    def _photo(prompt):
         from wordcanvas.sr.data import PHOTOS, load_photo
 
-        img = load_photo(name if name in PHOTOS else "astronaut")
-        h, w = img.shape[:2]
-        size = min(size, h, w) // self.s.scale * self.s.scale
-        y, x = (h - size) // 2, (w - size) // 2
-        crop = torch.from_numpy(img[y:y + size, x:x + size].copy()).permute(2, 0, 1).float() / 127.5 - 1
-        return crop[None].to(self.device)
+        name = getattr(prompt, "text", str(prompt))
+        return load_photo(name if name in PHOTOS else "astronaut")
+
+    def _crop_size(self, prompts) -> int:
+        """One square crop for the whole grid: twice the patch size, or the smallest photo's side if less
+        (chelsea is 300 px high), a multiple of the scale."""
+        size = min([2 * int(self.cfg.resolution or 96)] + [min(self._photo(p).shape[:2]) for p in prompts])
+        return size // self.s.scale * self.s.scale
 
     @torch.no_grad()
-    def _columns(self, name: str) -> list[torch.Tensor]:
+    def _columns(self, prompt, size: int) -> list[torch.Tensor]:
         from wordcanvas.sr.data import downscale
 
         net = self.inference_generator
         was_training = net.training
         net.eval()
-        hr = self._hr_crop(name, 2 * int(self.cfg.resolution or 96))
+        img = self._photo(prompt)
+        y, x = (img.shape[0] - size) // 2, (img.shape[1] - size) // 2
+        hr = torch.from_numpy(img[y:y + size, x:x + size].copy()).permute(2, 0, 1).float()[None].to(self.device) / 127.5 - 1
         lr = downscale(hr, self.s.scale)
         cols = [F.interpolate(lr, scale_factor=self.s.scale, mode="nearest"),
                 bicubic_upsample(lr, self.s.scale).clamp(-1, 1), net(lr).float().clamp(-1, 1), hr]
@@ -298,11 +295,12 @@ class SRFamily:
         return cols
 
     def generate(self, prompts, seed: int = 0) -> torch.Tensor:
-        return _cat_centre_crops([self._columns(getattr(p, "text", str(p)))[2] for p in prompts])
+        size = self._crop_size(prompts)
+        return torch.cat([self._columns(p, size)[2] for p in prompts])
 
     def sample(self, prompts, n: int, seed: int = 0) -> torch.Tensor:
-        rows = []
+        rows, size = [], self._crop_size(prompts)
         for p in prompts:
-            cols = self._columns(getattr(p, "text", str(p)))
+            cols = self._columns(p, size)
             rows += (cols + [cols[2]] * n)[:n]
-        return _cat_centre_crops(rows)
+        return torch.cat(rows)
