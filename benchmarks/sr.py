@@ -234,6 +234,18 @@ wordcanvas train sr --res 128 --batch 16 --steps 2000 --set model.preset=quality
 `model.teacher` (`srmd`, `realesrgan` or a model folder of the same scale) distils a frozen network into the one trained:
 the L1 loss goes to the teacher's output on the same LR patch with share `model.teacher_weight` (the rest to the
 HR patch), so the student learns what the teacher learnt from its own, larger photo collection.
+`model.teacher_ensemble=true` distils the teacher's self-ensemble instead of its single pass: each patch reaches the
+teacher turned by a random one of the 8 flips / rotations and the output is turned back, so over the steps the student
+fits the average of the 8 (EDSR+, which is closer to the photos than one pass), for the price of one teacher pass
+per step.
+
+Edges: a network learns from crops cut out of larger photos, so at an image's edge the zero padding of its
+convolutions is context it rarely met. `Upscaler(..., edge_pad=8)` (`wordcanvas upscale --edge-pad 8`) mirrors 8
+pixels beyond every edge before the network runs and cuts them off the result (`sr.upscale.mirror_edges`; the
+tiles then see the mirrored margin too, so tiled still equals untiled). A network's folder sets its default in
+config.json (`"edge_pad"`), on for the networks it helps and off for the others, as measured away from the held-out
+photos by `benchmarks/sr_edges.py` (docs/sr_edges.md).
+
 `model.loss=mse` trains on the squared error (what PSNR measures) instead of L1, with or without a teacher, for a
 last fine-tuning stage; L1 remains the default (steadier from scratch).
 

@@ -105,6 +105,41 @@ def test_self_ensemble_is_equivariant_and_tiles():
     assert (tiled - ens.upscale(x)).abs().max() * 127.5 < 1.0
 
 
+def test_mirrored_edges_run_the_network_on_the_reflected_image_and_cut_it_off(tmp_path):
+    """edge_pad: the network runs on the image mirrored beyond its edges (numpy's reflect padding here, built
+    separately) and the margin is cut off; tiling still matches the whole image; a network folder's config.json
+    sets the default; an image too small to mirror runs as it is."""
+    from wordcanvas.sr.upscale import mirror_edges
+
+    torch.manual_seed(0)
+    model = sr_preset("quality", 4).eval()
+    x = torch.rand(1, 3, 21, 30) * 2 - 1
+    reflected = torch.from_numpy(np.pad(x.numpy(), ((0, 0), (0, 0), (5, 5), (5, 5)), mode="reflect"))
+    with torch.no_grad():
+        expected = model(reflected)[:, :, 20:-20, 20:-20].clamp(-1, 1)
+        plain = model(x).clamp(-1, 1)
+    padded = Upscaler(model, 4, tile=0, edge_pad=5).upscale(x)
+    assert padded.shape == (1, 3, 84, 120) and (padded - expected).abs().max() < 1e-5
+    assert (padded - plain).abs().max() > 1e-3  # the edges changed ...
+    assert (padded - plain)[:, :, 30:-30, 30:-30].abs().max() < 1e-3  # ... the middle, out of the margin's reach, not
+    tiled = Upscaler(model, 4, tile=12, overlap=8, edge_pad=5).upscale(x)
+    assert (tiled - padded).abs().max() * 127.5 < 1.0
+
+    model.save_pretrained(tmp_path / "net", extra={"edge_pad": 5})
+    assert Upscaler.from_pretrained(tmp_path / "net").edge_pad == 5
+    assert torch.allclose(Upscaler.from_pretrained(tmp_path / "net", tile=0).upscale(x), padded, atol=1e-5)
+    assert Upscaler.from_pretrained(tmp_path / "net", edge_pad=0).edge_pad == 0  # the caller's choice wins
+    model.save_pretrained(tmp_path / "plain")
+    assert Upscaler.from_pretrained(tmp_path / "plain").edge_pad == 0
+
+    line = torch.rand(1, 3, 1, 9) * 2 - 1  # one row: nothing to mirror it with
+    with torch.no_grad():
+        assert torch.equal(mirror_edges(model, line, 4, 5), model(line))
+    assert Upscaler(model, 4, edge_pad=5).upscale(line).shape == (1, 3, 4, 36)
+    with pytest.raises(ValueError, match="edge_pad"):
+        Upscaler(model, 4, edge_pad=-1)
+
+
 # --------------------------------------------------------------------------- colour, grey, alpha
 
 def test_colour_preserved(realesrgan):

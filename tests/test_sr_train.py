@@ -241,6 +241,39 @@ def test_mse_loss_learns_the_mean_where_l1_learns_the_median(tmp_path):
     assert abs(offset["mse"] - 0.1) < 0.04 and offset["l1"] < offset["mse"] - 0.05, offset
 
 
+def test_teacher_ensemble_shows_each_patch_turned_and_turns_the_output_back(tmp_path):
+    """teacher_ensemble: every patch's target is the teacher's output on one of the 8 symmetries of the patch, turned
+    back, drawn at random; over the draws the 8 targets average to the teacher's self-ensemble (the upscaler's,
+    built separately). A teacher that is not symmetric (bicubic plus neighbour differences) tells them apart."""
+    from wordcanvas.sr.upscale import self_ensemble
+
+    sr_preset("fast", 2).save_pretrained(tmp_path / "teacher")
+    model = {"preset": "fast", "scale": 2, "teacher": str(tmp_path / "teacher"), "teacher_ensemble": True}
+    fam = train(_cfg(tmp_path / "run", steps=1, model=model)).family
+
+    def lopsided(x):  # no symmetry of the square leaves it alone: unequal right and lower neighbour differences
+        up = F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
+        return up + 0.5 * (up.roll(-1, -1) - up) + 0.25 * (up.roll(-1, -2) - up)
+
+    fam.teacher = lopsided
+    patch = torch.rand(1, 3, 6, 6) * 2 - 1
+    batch = patch.expand(64, -1, -1, -1).contiguous()
+    taught = fam._teach(batch, torch.Generator().manual_seed(0))
+    candidates = []
+    for flip in (False, True):
+        for k in range(4):
+            turned = torch.rot90(patch.flip(-1) if flip else patch, k, (2, 3))
+            back = torch.rot90(lopsided(turned), -k, (2, 3))
+            candidates.append(back.flip(-1) if flip else back)
+    candidates = torch.cat(candidates)
+    distance = (candidates[:, None] - candidates[None]).abs().flatten(2).amax(2)
+    assert (distance + torch.eye(8)).min() > 1e-2  # the 8 targets all differ
+    which = [int((candidates - t).abs().flatten(1).amax(1).argmin()) for t in taught]
+    assert all((candidates[w] - t).abs().max() < 1e-5 for w, t in zip(which, taught))  # each is one of them
+    assert set(which) == set(range(8))  # and 64 draws meet all 8
+    assert torch.allclose(candidates.mean(0, keepdim=True), self_ensemble(lopsided, patch), atol=1e-5)
+
+
 def test_teacher_refusals(tmp_path):
     sr_preset("fast", 4).save_pretrained(tmp_path / "x4")
     cases = [({"teacher": str(tmp_path / "x4")}, "not a x2 network"),
@@ -248,7 +281,8 @@ def test_teacher_refusals(tmp_path):
              ({"teacher": str(tmp_path / "x4"), "scale": 4, "loss": "gan", "init": str(tmp_path / "x4")},
               "cannot be combined"),
              ({"teacher": "no-such-network"}, "unknown upscaler"),
-             ({"loss": "l2"}, "loss must be 'l1', 'mse' or 'gan'")]
+             ({"loss": "l2"}, "loss must be 'l1', 'mse' or 'gan'"),
+             ({"teacher_ensemble": True}, "set model.teacher too")]
     for extra, message in cases:
         with pytest.raises(ValueError, match=message):
             train(_cfg(tmp_path / "refused", steps=1, model={"preset": "fast", "scale": 2, **extra}))

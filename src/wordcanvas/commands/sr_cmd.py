@@ -19,6 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overlap", type=int, default=16, help="context pixels around each tile")
     p.add_argument("--ensemble", action="store_true",
                    help="self-ensemble: average the network over 8 flips/rotations (8x slower, a little sharper)")
+    p.add_argument("--edge-pad", type=int, default=None, metavar="PX",
+                   help="pixels mirrored beyond the image's edges before the network runs (default: the network's "
+                        "own setting; 0 turns it off)")
     p.add_argument("--out", required=True, help="output folder (created if missing)")
     p.add_argument("--max-pixels", type=int, default=None, help="refuse inputs with more pixels than this")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
@@ -71,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
         print("error: nothing to upscale", file=sys.stderr)
         return 2
     upscaler = Upscaler.from_name(args.model, args.scale, tile=args.tile, overlap=args.overlap, device=args.device,
-                                  max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, ensemble=args.ensemble)
+                                  max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, ensemble=args.ensemble,
+                                  **({} if args.edge_pad is None else {"edge_pad": args.edge_pad}))
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     failed = len(missing)

@@ -14,7 +14,9 @@ blur / noise / JPEG) with the step's seeded generator, so resume stays exact. Th
 The learning rate is halved at the steps listed in `lr_halve_at` (ESRGAN's multi-step schedule).
 With `teacher` set, "l1" and "mse" also distil a frozen pretrained network (knowledge distillation for SR): the target
 is (1 - teacher_weight) x hr + teacher_weight x teacher(lr) in L1 (or MSE), which carries what the teacher learnt from
-photos we do not have (SRMD: DIV2K, BSD and WED) into our smaller network.
+photos we do not have (SRMD: DIV2K, BSD and WED) into our smaller network. `teacher_ensemble` distils the teacher's
+self-ensemble instead (EDSR+: its outputs over the 8 flips and rotations, averaged), which is closer to the HR
+photo than any one pass: each step shows the teacher every patch under a random symmetry and turns its output back.
 """
 from __future__ import annotations
 
@@ -52,6 +54,17 @@ class SRSettings:
     disc_width: int = 32                    # gan: channels of the discriminator's first layer
     teacher: str | None = None              # l1: a frozen network to distil ("srmd", "realesrgan" or a folder)
     teacher_weight: float = 0.5             # l1 with teacher: share of the teacher's output in the L1 target
+    teacher_ensemble: bool = False          # l1 with teacher: distil its self-ensemble (random symmetry per patch)
+
+
+def _symmetry(image: torch.Tensor, which: int, inverse: bool = False) -> torch.Tensor:
+    """One of the 8 symmetries of the square on a CHW image: `which` % 4 quarter turns, then a horizontal flip
+    if `which` >= 4 (or the inverse of that)."""
+    turns, flip = which % 4, which >= 4
+    if inverse:
+        return torch.rot90(image.flip(-1) if flip else image, -turns, (1, 2))
+    image = torch.rot90(image, turns, (1, 2))
+    return image.flip(-1) if flip else image
 
 
 # --------------------------------------------------------------------------- losses and discriminator
@@ -173,6 +186,8 @@ class SRFamily:
     def _load_teacher(self, s: SRSettings) -> nn.Module | None:
         """The frozen network to distil (not part of the checkpoint: a resumed run loads it again by name)."""
         if s.teacher is None:
+            if s.teacher_ensemble:
+                raise ValueError("model.teacher_ensemble distils a teacher's self-ensemble; set model.teacher too")
             return None
         if s.loss == "gan":
             raise ValueError("model.teacher distils into the PSNR stage (loss 'l1' or 'mse'); it cannot be combined with loss 'gan'")
@@ -186,6 +201,17 @@ class SRFamily:
             raise ValueError(f"model.teacher {s.teacher!r} is not a x{s.scale} network"
                              + (f" (it is x{teacher.scale})" if teacher is not None else ""))
         return teacher.to(self.device, memory_format=torch.channels_last).eval().requires_grad_(False)
+
+    def _teach(self, lr: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The teacher's output on lr; with teacher_ensemble, on each patch turned by a random one of the 8
+        symmetries of the square and turned back: what the student fits over many steps is then the teacher's
+        self-ensemble (EDSR+), at the cost of one teacher pass."""
+        if not self.s.teacher_ensemble:
+            return self.teacher(lr)
+        turns = torch.randint(0, 8, (lr.shape[0],), generator=generator).tolist()
+        turned = torch.stack([_symmetry(x, g) for x, g in zip(lr, turns)])
+        taught = self.teacher(turned.contiguous(memory_format=torch.channels_last))
+        return torch.stack([_symmetry(y, g, inverse=True) for y, g in zip(taught, turns)])
 
     # the loop's view of the family
     modules = property(lambda self: {"generator": self.generator,
@@ -223,8 +249,8 @@ class SRFamily:
         s = self.s
         self._set_lr(step)
         hr = batch["image"]
-        lr = degrade_batch(hr, s.scale, tuple(s.degradations), step_generator(self.cfg.seed, step, self.dist.rank,
-                                                                                torch.device("cpu")))
+        generator = step_generator(self.cfg.seed, step, self.dist.rank, torch.device("cpu"))
+        lr = degrade_batch(hr, s.scale, tuple(s.degradations), generator)
         hr, lr = (t.contiguous(memory_format=torch.channels_last) for t in (hr, lr))
         sr = self.generator(lr)
         l1 = F.l1_loss(sr, hr)
@@ -232,7 +258,7 @@ class SRFamily:
         fit_hr = F.mse_loss(sr, hr) if s.loss == "mse" else l1  # the L1 terms double as logged stats
         if self.teacher is not None:
             with torch.no_grad():
-                taught = self.teacher(lr).clamp(-1, 1)
+                taught = self._teach(lr, generator).clamp(-1, 1)
             l1_teacher = F.l1_loss(sr, taught)
             stats["l1_teacher"] = l1_teacher.detach()
             fit_teacher = F.mse_loss(sr, taught) if s.loss == "mse" else l1_teacher
