@@ -406,6 +406,17 @@ def test_cli_upscales_folder_and_reports_bad_file(tmp_path, capsys):
     assert not (out / "broken_x2.png").exists()
     args = parser.parse_args([str(src / "*.png"), "--scale", "4", "--model", "bicubic", "--out", str(out)])
     assert run(args) == 1 and Image.open(out / "a_x4.png").size == (96, 96)
+    # --edge-pad reaches the upscaler: the same network with mirrored edges gives another image, equal to the API's
+    for pad in ("0", "6"):
+        args = parser.parse_args([str(src / "a.png"), "--scale", "2", "--model", str(model_dir), "--edge-pad", pad,
+                                  "--out", str(tmp_path / f"pad{pad}")])
+        assert run(args) == 0
+    lr = Image.open(src / "a.png")
+    for pad in (0, 6):
+        api = Upscaler.from_pretrained(model_dir, edge_pad=pad).upscale_pil(lr)
+        assert np.array_equal(np.asarray(Image.open(tmp_path / f"pad{pad}" / "a_x2.png")), np.asarray(api))
+    assert not np.array_equal(np.asarray(Image.open(tmp_path / "pad0" / "a_x2.png")),
+                              np.asarray(Image.open(tmp_path / "pad6" / "a_x2.png")))
 
 
 # --------------------------------------------------------------------------- training data

@@ -95,17 +95,20 @@ def mirror_edges(fn, x: torch.Tensor, scale: int, pad: int = EDGE_PAD) -> torch.
     return y[:, :, cut : y.shape[2] - cut, cut : y.shape[3] - cut]
 
 
+def square_symmetry(image: torch.Tensor, which: int, inverse: bool = False) -> torch.Tensor:
+    """One of the 8 symmetries of the square on the last two axes: `which` % 4 quarter turns, then a horizontal
+    flip if `which` >= 4 (or the inverse of that)."""
+    turns, flip = which % 4, which >= 4
+    if inverse:
+        return torch.rot90(image.flip(-1) if flip else image, -turns, (-2, -1))
+    image = torch.rot90(image, turns, (-2, -1))
+    return image.flip(-1) if flip else image
+
+
 def self_ensemble(fn, x: torch.Tensor) -> torch.Tensor:
     """Mean of fn over the 8 symmetries of the square (4 rotations, with and without a horizontal
     flip), each result turned back: EDSR's geometric self-ensemble."""
-    total = None
-    for flip in (False, True):
-        t = x.flip(-1) if flip else x
-        for k in range(4):
-            y = torch.rot90(fn(torch.rot90(t, k, (2, 3))), -k, (2, 3))
-            y = y.flip(-1) if flip else y
-            total = y if total is None else total + y
-    return total / 8
+    return sum(square_symmetry(fn(square_symmetry(x, g)), g, inverse=True) for g in range(8)) / 8
 
 
 # --------------------------------------------------------------------------- the API

@@ -57,16 +57,6 @@ class SRSettings:
     teacher_ensemble: bool = False          # l1 with teacher: distil its self-ensemble (random symmetry per patch)
 
 
-def _symmetry(image: torch.Tensor, which: int, inverse: bool = False) -> torch.Tensor:
-    """One of the 8 symmetries of the square on a CHW image: `which` % 4 quarter turns, then a horizontal flip
-    if `which` >= 4 (or the inverse of that)."""
-    turns, flip = which % 4, which >= 4
-    if inverse:
-        return torch.rot90(image.flip(-1) if flip else image, -turns, (1, 2))
-    image = torch.rot90(image, turns, (1, 2))
-    return image.flip(-1) if flip else image
-
-
 # --------------------------------------------------------------------------- losses and discriminator
 
 class PerceptualLoss(nn.Module):
@@ -208,10 +198,12 @@ class SRFamily:
         self-ensemble (EDSR+), at the cost of one teacher pass."""
         if not self.s.teacher_ensemble:
             return self.teacher(lr)
+        from wordcanvas.sr.upscale import square_symmetry
+
         turns = torch.randint(0, 8, (lr.shape[0],), generator=generator).tolist()
-        turned = torch.stack([_symmetry(x, g) for x, g in zip(lr, turns)])
+        turned = torch.stack([square_symmetry(x, g) for x, g in zip(lr, turns)])
         taught = self.teacher(turned.contiguous(memory_format=torch.channels_last))
-        return torch.stack([_symmetry(y, g, inverse=True) for y, g in zip(taught, turns)])
+        return torch.stack([square_symmetry(y, g, inverse=True) for y, g in zip(taught, turns)])
 
     # the loop's view of the family
     modules = property(lambda self: {"generator": self.generator,
