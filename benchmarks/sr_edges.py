@@ -75,8 +75,8 @@ def main() -> None:
     lines = [f"# Mirrored edges in super-resolution ({date.today()})", "",
              f"Y-PSNR with {EDGE_PAD} pixels mirrored beyond the edges minus Y-PSNR with the convolutions' zero padding, "
              f"on {len(imgs)} images that are not the held-out photos (see benchmarks/sr_edges.py for why and how). "
-             "A network ships with mirrored edges (`\"edge_pad\"` in its config.json; `srmd` and `realesrgan` in "
-             "`Upscaler.from_name`) where the mean gain is positive.", "",
+             "A network ships with mirrored edges (`\"edge_pad\"` in its config.json; for `srmd`, in "
+             "`Upscaler.from_name`) where the mean gain is positive and it is better on most images.", "",
              f"Command: `{command_line()}`", "",
              "| method | scale | mean gain dB | better on | worst dB | best dB | shipped edge_pad |",
              "|---|---:|---:|---:|---:|---:|---:|"]

@@ -155,7 +155,6 @@ class Upscaler:
 
             if scale not in (2, 4):
                 raise ValueError(f"realesrgan upscales by 4 (or by 2: x4 then downsampled); got scale {scale}")
-            kwargs.setdefault("edge_pad", EDGE_PAD)
             return cls(load_realesrgan("realesrgan-x4plus"), scale, name="realesrgan", **kwargs)
         if name == "srmd":
             from wordcanvas.sr.ncnn import load_srmd
