@@ -16,7 +16,7 @@ import argparse
 from datetime import date
 from pathlib import Path
 
-from _common import command_line, machine_info, write_json  # noqa: I001  (sets sys.path)
+from _common import command_line, machine_info, markdown_table, write_json  # noqa: I001  (sets sys.path)
 
 import numpy as np
 import torch
@@ -72,16 +72,16 @@ def main() -> None:
     write_json(out / "sr_edges.json", {"date": str(date.today()), "command": command_line(),
                                        "machine": machine_info(), "images": list(imgs), "edge_pad": EDGE_PAD,
                                        "rows": rows})
+    columns = [("method", "method", ""), ("scale", lambda r: f"x{r['scale']}", ">"),
+               ("mean gain dB", "gain_db", ">+.4f"), ("better on", lambda r: f"{r['better_on']}/{r['images']}", ">"),
+               ("worst dB", "worst_db", ">+.3f"), ("best dB", "best_db", ">+.3f"),
+               ("shipped edge_pad", "default_edge_pad", ">")]
     lines = [f"# Mirrored edges in super-resolution ({date.today()})", "",
              f"Y-PSNR with {EDGE_PAD} pixels mirrored beyond the edges minus Y-PSNR with the convolutions' zero padding, "
              f"on {len(imgs)} images that are not the held-out photos (see benchmarks/sr_edges.py for why and how). "
              "A network ships with mirrored edges (`\"edge_pad\"` in its config.json; for `srmd`, in "
              "`Upscaler.from_name`) where the mean gain is positive and it is better on most images.", "",
-             f"Command: `{command_line()}`", "",
-             "| method | scale | mean gain dB | better on | worst dB | best dB | shipped edge_pad |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['method']} | x{r['scale']} | {r['gain_db']:+.4f} | {r['better_on']}/{r['images']} | "
-              f"{r['worst_db']:+.3f} | {r['best_db']:+.3f} | {r['default_edge_pad']} |" for r in rows]
+             f"Command: `{command_line()}`", "", markdown_table(rows, columns)]
     (out / "sr_edges.md").write_text("\n".join(lines) + "\n")
 
 
