@@ -14,6 +14,7 @@ from skimage.filters import sobel
 from skimage.metrics import peak_signal_noise_ratio
 
 from wordcanvas import assets
+from wordcanvas.models.base import CheckpointError
 from wordcanvas.models.sr import SRMD_BICUBIC_CODE, FastSR, RRDBNet, SRMDNet, load_sr_model, sr_preset
 from wordcanvas.sr import ImageLoadError, Upscaler, load_image, upscale as upscale_mod
 from wordcanvas.sr.data import HELDOUT_PHOTOS, PHOTOS, SRPatches, downscale, load_photo
@@ -138,6 +139,10 @@ def test_mirrored_edges_run_the_network_on_the_reflected_image_and_cut_it_off(tm
     assert Upscaler(model, 4, edge_pad=5).upscale(line).shape == (1, 3, 4, 36)
     with pytest.raises(ValueError, match="edge_pad"):
         Upscaler(model, 4, edge_pad=-1)
+    for bad in ("8", -2, 2.5):  # a hand-edited config.json is refused with the value it holds
+        model.save_pretrained(tmp_path / "bad", extra={"edge_pad": bad})
+        with pytest.raises(CheckpointError, match=f"edge_pad to {bad!r}"):
+            Upscaler.from_pretrained(tmp_path / "bad")
 
 
 # --------------------------------------------------------------------------- colour, grey, alpha

@@ -177,13 +177,16 @@ class Upscaler:
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, scale: int | None = None, **kwargs) -> "Upscaler":
-        from wordcanvas.models.base import CONFIG_NAME
+        from wordcanvas.models.base import CONFIG_NAME, CheckpointError
         from wordcanvas.models.sr import load_sr_model, resolve_sr_folder
 
-        model = load_sr_model(folder)
+        model = load_sr_model(folder)  # refuses a missing or broken config.json first
         kwargs.setdefault("name", Path(folder).name)
-        kwargs.setdefault("edge_pad", int(json.loads((resolve_sr_folder(folder) / CONFIG_NAME).read_text())
-                                          .get("edge_pad", 0)))
+        edge_pad = json.loads((resolve_sr_folder(folder) / CONFIG_NAME).read_text()).get("edge_pad", 0)
+        if type(edge_pad) is not int or edge_pad < 0:
+            raise CheckpointError(f"{folder}: {CONFIG_NAME} sets edge_pad to {edge_pad!r}; it must be a whole number "
+                                  f"of pixels, 0 or more")
+        kwargs.setdefault("edge_pad", edge_pad)
         return cls(model, scale or model.scale, **kwargs)
 
     # ---- tensors
